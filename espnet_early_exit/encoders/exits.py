@@ -1,0 +1,323 @@
+"""Exit machinery shared by every multi-exit encoder.
+
+`MultiExitEncoder` turns an ESPnet encoder (an ``embed`` front followed by a stack of blocks)
+into one with exits after chosen blocks. It runs the stack block by block, so that inference can
+stop at an exit and later resume from it without recomputing earlier blocks:
+
+    state = encoder.begin(feats, feats_lengths)          # front-end + subsampling, once
+    state = encoder.advance(state, 4)                     # blocks 1..4, nothing after
+    out4 = encoder.exit_output(state)                     # (B, T', D), normalised for exit 4
+    state = encoder.advance(state, 12)                    # blocks 5..12 only
+
+Training calls ``forward``, which returns every exit the way ESPnet's intermediate-CTC encoders
+do: ``((final_out, [(layer, out), ...]), olens, None)`` so that stock ESPnet code that only
+knows ``encoder_out`` still works with the final exit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from typeguard import typechecked
+
+from espnet2.legacy.nets.pytorch_backend.nets_utils import make_pad_mask
+from espnet2.legacy.nets.pytorch_backend.transformer.layer_norm import LayerNorm
+from espnet2.asr.encoder.abs_encoder import AbsEncoder
+
+EXIT_NORM_MODES = ("per_exit", "shared", "none")
+
+
+def validate_exit_layers(exit_layers: Sequence[int], num_blocks: int) -> List[int]:
+    """Check `exit_layers` (1-based block indices) and return them as a list.
+
+    They must be sorted, unique, within 1..num_blocks, and include num_blocks (the last block
+    is always an exit, so the full model is one of the exits).
+    """
+    layers = list(exit_layers)
+    if len(layers) == 0:
+        raise ValueError(
+            f"exit_layers is empty: give at least the last block ({num_blocks})"
+        )
+    for k in layers:
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise ValueError(f"exit_layers: {k!r} is not an integer block index")
+        if not 1 <= k <= num_blocks:
+            raise ValueError(
+                f"exit_layers: {k} is outside 1..{num_blocks} (the encoder has "
+                f"{num_blocks} blocks; exits are 1-based block indices)"
+            )
+    for a, b in zip(layers, layers[1:]):
+        if b == a:
+            raise ValueError(f"exit_layers: {b} appears twice in {layers}")
+        if b < a:
+            raise ValueError(f"exit_layers: {b} comes after {a}; give them sorted")
+    if layers[-1] != num_blocks:
+        raise ValueError(
+            f"exit_layers {layers} must include the last block {num_blocks} "
+            "(the full-depth exit)"
+        )
+    return layers
+
+
+@dataclass
+class EncoderState:
+    """Where a block-by-block encoder run stands.
+
+    hidden: what the blocks pass along: a tensor (B, T', D) or ESPnet's (tensor, pos_emb) tuple.
+    masks: (B, 1, T') True on valid frames.
+    layer: number of blocks already run (0 = only the front-end has run).
+    extra: anything else an encoder family needs to carry between blocks (e.g. WavLM's
+        relative position bias).
+    """
+
+    hidden: Any
+    masks: torch.Tensor
+    layer: int = 0
+    extra: Any = None
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.masks.squeeze(1).sum(1)
+
+
+class MultiExitEncoder(AbsEncoder):
+    """Mixin/base for encoders with exits.
+
+    Subclasses provide ``num_blocks``, ``blocks()`` (the list of block modules, run in order),
+    ``begin`` (front-end + subsampling) and, where blocks are not ESPnet's
+    ``block(hidden, masks) -> (hidden, masks)``, ``run_block``. ``init_exits`` must be called
+    at the end of the subclass constructor.
+    """
+
+    exit_layers: List[int]
+
+    # ----------------------------------------------------------------- set-up
+    def init_exits(
+        self,
+        exit_layers: Sequence[int],
+        exit_norm: str,
+        final_norm: Optional[torch.nn.Module],
+        layer_drop_rate: float = 0.0,
+    ) -> None:
+        """Validate exits and build their norms.
+
+        final_norm: the encoder's own output norm (ESPnet's ``after_norm``), used at the last
+        exit so that a single-exit model is exactly the stock encoder; ``None`` if the encoder
+        has none. With ``exit_norm="shared"`` every exit uses it (as ESPnet's interCTC does);
+        ``"per_exit"`` gives each earlier exit its own LayerNorm; ``"none"`` uses no norm at
+        earlier exits.
+        """
+        self.exit_layers = validate_exit_layers(exit_layers, self.num_blocks)
+        if exit_norm not in EXIT_NORM_MODES:
+            raise ValueError(
+                f"exit_norm: {exit_norm!r} is not one of {', '.join(EXIT_NORM_MODES)}"
+            )
+        if not 0.0 <= layer_drop_rate < 1.0:
+            raise ValueError(f"layer_drop_rate: {layer_drop_rate} is not in [0, 1)")
+        self.exit_norm = exit_norm
+        self.exit_layer_drop_rate = layer_drop_rate
+        self.exit_norms = torch.nn.ModuleDict()
+        if exit_norm == "per_exit" and final_norm is not None:
+            for k in self.exit_layers[:-1]:
+                self.exit_norms[str(k)] = LayerNorm(self.output_size())
+        self._final_norm_is_none = final_norm is None
+
+    # ----------------------------------------------------------- to implement
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks())
+
+    def blocks(self) -> Sequence[torch.nn.Module]:
+        return list(self.encoders)
+
+    def final_norm(self) -> Optional[torch.nn.Module]:
+        return getattr(self, "after_norm", None) if getattr(
+            self, "normalize_before", True
+        ) else None
+
+    def begin(self, xs_pad: torch.Tensor, ilens: torch.Tensor) -> EncoderState:
+        raise NotImplementedError
+
+    def run_block(self, index: int, state: EncoderState) -> EncoderState:
+        """Run block `index` (0-based) on the state."""
+        hidden, masks = self.blocks()[index](state.hidden, state.masks)
+        return EncoderState(hidden, masks, index + 1, state.extra)
+
+    # ------------------------------------------------------------- running
+    def advance(self, state: EncoderState, to_layer: int) -> EncoderState:
+        """Run blocks state.layer+1 .. to_layer (1-based), and none after them."""
+        if to_layer < state.layer or to_layer > self.num_blocks:
+            raise ValueError(
+                f"cannot advance from block {state.layer} to block {to_layer} "
+                f"(the encoder has {self.num_blocks} blocks)"
+            )
+        drop = self.training and self.exit_layer_drop_rate > 0
+        for index in range(state.layer, to_layer):
+            if drop and torch.rand(()).item() < self.exit_layer_drop_rate:
+                state = EncoderState(state.hidden, state.masks, index + 1, state.extra)
+                continue
+            state = self.run_block(index, state)
+        return state
+
+    def exit_output(self, state: EncoderState) -> torch.Tensor:
+        """The normalised output of the exit at block `state.layer`: (B, T', D)."""
+        k = state.layer
+        if k not in self.exit_layers:
+            raise ValueError(
+                f"block {k} has no exit; exits are at {self.exit_layers}"
+            )
+        hidden = state.hidden[0] if isinstance(state.hidden, tuple) else state.hidden
+        return self.normalize_exit(k, hidden)
+
+    def normalize_exit(self, k: int, hidden: torch.Tensor) -> torch.Tensor:
+        final = self.final_norm()
+        if k == self.exit_layers[-1] or self.exit_norm == "shared":
+            return final(hidden) if final is not None else hidden
+        if self.exit_norm == "per_exit" and str(k) in self.exit_norms:
+            return self.exit_norms[str(k)](hidden)
+        return hidden
+
+    def iter_exits(
+        self, xs_pad: torch.Tensor, ilens: torch.Tensor, up_to: Optional[int] = None
+    ) -> Iterator[Tuple[int, torch.Tensor, torch.Tensor, EncoderState]]:
+        """Yield (exit_layer, output, lengths, state) exit by exit, computing lazily.
+
+        The caller stops iterating to stop computing: blocks after the last yielded exit are
+        never run.
+        """
+        state = self.begin(xs_pad, ilens)
+        for k in self.exit_layers:
+            if up_to is not None and k > up_to:
+                return
+            state = self.advance(state, k)
+            yield k, self.exit_output(state), state.lengths, state
+
+    def forward_exits(
+        self, xs_pad: torch.Tensor, ilens: torch.Tensor, up_to: Optional[int] = None
+    ) -> Tuple[List[Tuple[int, torch.Tensor]], torch.Tensor]:
+        """Outputs of every exit up to `up_to` (default: all): ([(k, (B,T',D)), ...], olens)."""
+        if up_to is not None and up_to not in self.exit_layers:
+            raise ValueError(f"exit {up_to} is not one of the exits {self.exit_layers}")
+        outs, olens = [], None
+        for k, out, olens, _ in self.iter_exits(xs_pad, ilens, up_to):
+            outs.append((k, out))
+        return outs, olens
+
+    def forward(
+        self,
+        xs_pad: torch.Tensor,
+        ilens: torch.Tensor,
+        prev_states: torch.Tensor = None,
+        **kwargs,
+    ):
+        """All exits, in ESPnet's intermediate-output convention.
+
+        Returns ((final (B,T',D), [(k, (B,T',D)) for earlier exits]), olens, None); with a
+        single exit, (final, olens, None) exactly like the stock encoder.
+        """
+        outs, olens = self.forward_exits(xs_pad, ilens)
+        final = outs[-1][1]
+        if len(outs) == 1:
+            return final, olens, None
+        return (final, outs[:-1]), olens, None
+
+
+def espnet_conf_for_exits(conf: dict) -> Tuple[dict, float, str]:
+    """Split an encoder config into what the stock ESPnet constructor takes and ours.
+
+    Returns (espnet_conf, layer_drop_rate, input_layer). Layer drop is applied block by block
+    by `advance`; a light front (see `fronts.py`) replaces the stock one after construction.
+    """
+    from espnet_early_exit.encoders.fronts import LIGHT_FRONTS
+
+    conf = dict(conf)
+    if conf.get("interctc_layer_idx"):
+        raise ValueError(
+            "interctc_layer_idx: early-exit encoders attach exits with exit_layers "
+            "(and give each its own head); drop interctc_layer_idx"
+        )
+    conf.pop("interctc_layer_idx", None)
+    layer_drop_rate = float(conf.pop("layer_drop_rate", 0.0))
+    input_layer = conf.get("input_layer", "conv2d")
+    if input_layer in LIGHT_FRONTS:
+        conf["input_layer"] = "linear"  # cheap placeholder, replaced in finish_exits
+    return conf, layer_drop_rate, input_layer
+
+
+class EspnetBlockEncoderMixin(MultiExitEncoder):
+    """Exits for ESPnet encoders whose front is ``self.embed`` and blocks ``self.encoders``.
+
+    Used as the first base of a class whose second base is the stock ESPnet encoder; the
+    constructor takes the stock encoder's arguments plus ``exit_layers`` and ``exit_norm``.
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        input_size: int,
+        exit_layers: Optional[List[int]] = None,
+        exit_norm: str = "per_exit",
+        **espnet_conf: Any,
+    ):
+        conf, layer_drop_rate, input_layer = espnet_conf_for_exits(espnet_conf)
+        super().__init__(input_size, **conf)  # the stock ESPnet encoder builds the blocks
+        self.finish_exits(
+            input_size,
+            input_layer,
+            exit_layers,
+            exit_norm,
+            layer_drop_rate,
+            conf.get("dropout_rate", 0.1),
+        )
+
+    def finish_exits(
+        self,
+        input_size: int,
+        input_layer: str,
+        exit_layers: Optional[Sequence[int]],
+        exit_norm: str,
+        layer_drop_rate: float,
+        dropout_rate: float,
+    ) -> None:
+        from espnet_early_exit.encoders.fronts import Conv1dSubsampling4, LIGHT_FRONTS
+
+        if input_layer in LIGHT_FRONTS:
+            pos_enc = self.embed[-1]  # the stock linear front ends with its pos. encoding
+            self.embed = Conv1dSubsampling4(
+                input_size, self.output_size(), dropout_rate, pos_enc
+            )
+        if exit_layers is None:
+            raise ValueError(
+                "exit_layers: missing; give the 1-based blocks that get an exit, "
+                f"e.g. [{self.num_blocks}] for a single-exit model"
+            )
+        self.init_exits(exit_layers, exit_norm, self.final_norm(), layer_drop_rate)
+
+    def begin(self, xs_pad: torch.Tensor, ilens: torch.Tensor) -> EncoderState:
+        from espnet2.legacy.nets.pytorch_backend.transformer.subsampling import (
+            TooShortUttError,
+            check_short_utt,
+        )
+
+        masks = (~make_pad_mask(ilens)[:, None, :]).to(xs_pad.device)
+        embed = self.embed
+        if embed is None:
+            return EncoderState(xs_pad, masks, 0)
+        short, limit = check_short_utt(embed, xs_pad.size(1))
+        min_frames = getattr(embed, "min_frames", None)
+        if min_frames is not None and xs_pad.size(1) < min_frames:
+            short, limit = True, min_frames - 1
+        if short:
+            raise TooShortUttError(
+                f"has {xs_pad.size(1)} frames and is too short for subsampling "
+                f"(it needs more than {limit} frames)",
+                xs_pad.size(1),
+                limit,
+            )
+        if isinstance(embed, (torch.nn.Sequential, torch.nn.Linear)):
+            hidden = embed(xs_pad)
+        else:
+            hidden, masks = embed(xs_pad, masks)
+        return EncoderState(hidden, masks, 0)
