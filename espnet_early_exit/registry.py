@@ -47,9 +47,11 @@ def register() -> None:
                 logger.debug(f"{key} not registered: {e}")
 
 
-def is_registered() -> bool:
+def registered_names() -> Dict[str, list]:
+    """The plugin's keys present in ESPnet's choices now, e.g. in a spawned worker."""
     from espnet2.tasks import asr
 
-    return all(k in asr.encoder_choices.classes for k in ENCODERS if k != "ee_hf_ssl") and all(
-        k in asr.model_choices.classes for k in MODELS
-    )
+    return {
+        "encoder": sorted(k for k in ENCODERS if k in asr.encoder_choices.classes),
+        "model": sorted(k for k in MODELS if k in asr.model_choices.classes),
+    }

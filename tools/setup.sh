@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Set up (once) the Python environment of espnet-early-exit and print its folder.
+#
+# The virtual environment lives outside the checkout, in
+#   ${EEE_CACHE_DIR:-$HOME/.cache/espnet-early-exit}/venv-<hash of pyproject.toml's dependencies>
+# so repeated runs (and other checkouts with the same pins) reuse it. The project itself is
+# installed editable from this checkout on every call (seconds). Needs Python >=3.12,<3.14:
+# $PYTHON if set, else python3.13/python3.12/python3 on PATH, else pyenv's interpreters.
+# Debian tools used by the recipes (sctk's sclite, sox, flac) are installed with apt-get when
+# missing and apt-get is usable (skip with EEE_SKIP_APT=1).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+log() { echo "[setup] $*" >&2; }
+
+version_ok() {  # interpreter -> 0 if 3.12 <= version < 3.14
+    "$1" -c 'import sys; sys.exit(0 if (3, 12) <= sys.version_info[:2] < (3, 14) else 1)' 2>/dev/null
+}
+
+find_python() {
+    local candidates=()
+    [ -n "${PYTHON:-}" ] && candidates+=("$PYTHON")
+    for name in python3.12 python3.13 python3; do
+        command -v "$name" >/dev/null 2>&1 && candidates+=("$(command -v "$name")")
+    done
+    if command -v pyenv >/dev/null 2>&1; then
+        local proot; proot="$(pyenv root)"
+        for d in "$proot"/versions/3.12* "$proot"/versions/3.13*; do
+            [ -x "$d/bin/python3" ] && candidates+=("$d/bin/python3")
+        done
+    fi
+    for c in "${candidates[@]}"; do
+        if version_ok "$c"; then echo "$c"; return 0; fi
+    done
+    return 1
+}
+
+py="$(find_python)" || {
+    echo "ERROR: espnet-early-exit needs Python >=3.12,<3.14 (espnet 202611 requires it)," >&2
+    echo "       and none was found: tried \$PYTHON, python3.13, python3.12, python3 on PATH" >&2
+    echo "       and pyenv's versions. Install one (e.g. 'pyenv install 3.12') or set PYTHON=/path/to/python3.12." >&2
+    exit 1
+}
+
+# the cache key: the dependency pins (the [project] dependencies and extras of pyproject.toml)
+key="$("$py" - "$root/pyproject.toml" <<'PYEOF'
+import hashlib, sys, tomllib
+proj = tomllib.load(open(sys.argv[1], "rb"))["project"]
+pins = repr((proj["dependencies"], proj.get("optional-dependencies", {}), proj["requires-python"]))
+print(hashlib.sha256(pins.encode()).hexdigest()[:12])
+PYEOF
+)"
+cache="${EEE_CACHE_DIR:-$HOME/.cache/espnet-early-exit}"
+venv="$cache/venv-$key"
+
+if [ ! -f "$venv/.deps-installed" ]; then
+    log "creating $venv with $py ($("$py" --version 2>&1)); installing espnet[asr,train] and torch takes a few minutes"
+    rm -rf "$venv"
+    mkdir -p "$cache"
+    "$py" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip >&2
+    "$venv/bin/python" -m pip install -q -e "$root[test]" >&2
+    touch "$venv/.deps-installed"
+else
+    log "reusing $venv"
+fi
+# (re)point the editable install at this checkout: fast, no dependency resolution
+"$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$root" >&2
+
+if [ -z "${EEE_SKIP_APT:-}" ] && ! command -v sctk >/dev/null 2>&1 && [ ! -x /usr/lib/sctk/bin/sclite ]; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        log "installing Debian packages sctk sox flac (sclite scoring, audio tools)"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sctk sox flac; } >&2 \
+            || log "WARNING: apt-get failed; scoring falls back to the in-Python WER"
+    else
+        log "NOTE: sclite (Debian package sctk) not found; scoring uses the in-Python WER"
+    fi
+fi
+echo "$venv"
