@@ -1,25 +1,29 @@
 """espnet_early_exit: early-exit (dynamic-depth) speech recognition for ESPnet.
 
 Importing the package registers its encoders (`ee_conformer`, `ee_transformer`,
-`ee_e_branchformer`, `ee_hf_ssl`) and model (`ee_espnet`) with ESPnet's ASR task.
+`ee_e_branchformer`, `ee_hf_ssl`) and model (`ee_espnet`) with ESPnet's ASR task (at once if
+ESPnet's task is loaded, else when it is: see `registry.py`).
 """
 
 __version__ = "0.1.0"
 
-from espnet_early_exit.registry import register
+from espnet_early_exit.registry import register, register_on_import
 
-register()
+register_on_import()
 
-from espnet_early_exit.model import EarlyExitASRModel  # noqa: E402
+_LAZY = {
+    "EarlyExitASRModel": "espnet_early_exit.model",
+    "EarlyExitSpeech2Text": "espnet_early_exit.inference",
+}
 
 
 def __getattr__(name):
-    # the inference API pulls in ESPnet's beam search; load it on first use
-    if name == "EarlyExitSpeech2Text":
-        from espnet_early_exit.inference import EarlyExitSpeech2Text
+    # the model and inference API pull in torch and ESPnet: load them on first use
+    if name in _LAZY:
+        import importlib
 
-        return EarlyExitSpeech2Text
-    raise AttributeError(name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'espnet_early_exit' has no attribute {name!r}")
 
 
 __all__ = ["EarlyExitASRModel", "EarlyExitSpeech2Text", "register", "__version__"]

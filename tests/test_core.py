@@ -285,3 +285,25 @@ def test_ee_model_needs_a_multi_exit_encoder(build_model):
     cfg = tiny_config(encoder="conformer", encoder_conf=ENCODER_CONFS["ee_conformer"])
     with pytest.raises(ValueError, match="needs an early-exit encoder"):
         build_model(cfg)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import espnet_early_exit\nfrom espnet2.tasks import asr",  # plugin first
+        "from espnet2.tasks import asr\nimport espnet_early_exit",  # ESPnet first
+    ],
+)
+def test_registration_in_a_fresh_interpreter_either_import_order(code):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    check = code + (
+        "\nassert 'ee_e_branchformer' in asr.encoder_choices.classes"
+        "\nassert 'ee_espnet' in asr.model_choices.classes\nprint('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
