@@ -1,0 +1,208 @@
+#!/usr/bin/env python
+"""Training overhead of exits: the LibriSpeech-100 EE Conformer (6 CTC exits) vs the same
+architecture with one exit (ESPnet's model), on the same batch, side by side in one run.
+
+Prints the median training-step time of each (forward + backward + Adam step, interleaved
+repeats), the training memory of each, and the ratios EE / single-exit. Target: both <= 1.10.
+
+Memory on CPU (PyTorch keeps no allocator statistics there): parameters + gradients + Adam
+state + the tensors autograd saves for backward at the end of the forward pass (unique
+storages, counted with `torch.autograd.graph.saved_tensors_hooks`), which is where a training
+step peaks. The process's peak RSS is printed next to it for reference (coarse: the allocator
+keeps freed memory). On a GPU: `torch.cuda.max_memory_allocated` over a step.
+
+    python benchmarks/bench_training.py [--batch 4 --seconds 8 --repeats 5 --threads 2]
+    python benchmarks/bench_training.py --device cuda   # on a GPU: peak from torch.cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+CONFIG = REPO / "conf" / "tuning" / "train_ee_conformer_ls100.yaml"
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def build(variant: str, vocab: int, device: str):
+    """variant "ee": exits [2,4,...,12]; "single": exits [12] (= ESPnet's model)."""
+    import argparse as ap
+
+    import yaml
+
+    from espnet_early_exit.task import EarlyExitASRTask
+
+    config = yaml.safe_load(CONFIG.read_text())
+    if variant == "single":
+        config["encoder_conf"]["exit_layers"] = [12]
+        config["model_conf"]["exit_weights"] = [1.0]
+    parser = EarlyExitASRTask.get_parser()
+    args = parser.parse_args(["--token_list", "none", "--output_dir", "/tmp/unused"])
+    for key in ("encoder", "encoder_conf", "decoder", "decoder_conf", "model", "model_conf",
+                "frontend_conf", "specaug", "specaug_conf"):
+        setattr(args, key, config[key])
+    args.token_list = ["<blank>", "<unk>"] + [f"t{i}" for i in range(vocab - 3)] + ["<sos/eos>"]
+    args.normalize = None
+    model = EarlyExitASRTask.build_model(ap.Namespace(**vars(args))).to(device)
+    model.train()
+    return model
+
+
+def make_batch(batch: int, seconds: float, vocab: int, device: str):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    n = int(seconds * 16000)
+    lengths = torch.tensor([n - i * 8000 for i in range(batch)])
+    speech = torch.randn(batch, n, generator=g) * 0.1
+    text_len = torch.tensor([int(seconds * 3) - i for i in range(batch)])
+    text = torch.randint(2, vocab - 1, (batch, int(text_len.max())), generator=g)
+    for b in range(batch):
+        text[b, text_len[b]:] = -1
+    return [t.to(device) for t in (speech, lengths, text, text_len)]
+
+
+def step(model, optim, batch):
+    speech, lengths, text, text_len = batch
+    loss, _, _ = model(speech, lengths, text.clone(), text_len)
+    loss.backward()
+    optim.step()
+    optim.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def sync(device):
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure_memory(variant: str, a) -> dict:
+    """Runs in a fresh process: peak memory of `a.memory_steps` training steps."""
+    import torch
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    import espnet_early_exit.task  # noqa: F401  (imports before the baseline)
+
+    base = rss_mb()
+    model = build(variant, a.vocab, a.device)
+    optim = torch.optim.Adam(model.parameters(), lr=1e-4)
+    batch = make_batch(a.batch, a.seconds, a.vocab, a.device)
+    if a.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        base_cuda = torch.cuda.memory_allocated()
+    for _ in range(a.memory_steps):
+        step(model, optim, batch)
+    sync(a.device)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base  # kB -> MB
+    if a.device.startswith("cuda"):
+        peak = (torch.cuda.max_memory_allocated() - base_cuda + 0.0) / 2**20
+        return {"peak_mb": peak, "rss_mb": peak_rss, "what": "torch.cuda.max_memory_allocated"}
+    # parameters, gradients and Adam's two moments are all param-sized after a step
+    state = sum(p.numel() * p.element_size() for p in model.parameters()) * 4
+    storages = {}
+
+    def pack(t):
+        if t.device.type == "cpu":
+            s = t.untyped_storage()
+            storages[s.data_ptr()] = s.nbytes()
+        return t
+
+    speech, lengths, text, text_len = batch
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss, _, _ = model(speech, lengths, text.clone(), text_len)
+    saved = sum(storages.values())
+    loss.backward()
+    return {"peak_mb": (state + saved) / 2**20, "rss_mb": peak_rss,
+            "saved_mb": saved / 2**20, "state_mb": state / 2**20,
+            "what": "params+grads+Adam state+saved activations"}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=8.0, help="longest utterance (s)")
+    p.add_argument("--vocab", type=int, default=5000)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--memory_steps", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--memory_only", choices=["ee", "single"], help=argparse.SUPPRESS)
+    a = p.parse_args()
+
+    if a.memory_only:
+        print(json.dumps(measure_memory(a.memory_only, a)))
+        return
+
+    import torch
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    models = {v: build(v, a.vocab, a.device) for v in ("single", "ee")}
+    # identical weights where the architectures overlap
+    models["ee"].load_state_dict(models["single"].state_dict(), strict=False)
+    optims = {v: torch.optim.Adam(m.parameters(), lr=1e-4) for v, m in models.items()}
+    batch = make_batch(a.batch, a.seconds, a.vocab, a.device)
+    params = {v: sum(p.numel() for p in m.parameters()) for v, m in models.items()}
+
+    times = {v: [] for v in models}
+    for v in models:  # warm-up
+        step(models[v], optims[v], batch)
+    for r in range(a.repeats):
+        order = ("single", "ee") if r % 2 == 0 else ("ee", "single")
+        for v in order:
+            sync(a.device)
+            t = time.perf_counter()
+            step(models[v], optims[v], batch)
+            sync(a.device)
+            times[v].append(time.perf_counter() - t)
+
+    memory = {}
+    for v in ("single", "ee"):
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory_only", v, "--batch", str(a.batch),
+             "--seconds", str(a.seconds), "--vocab", str(a.vocab), "--threads", str(a.threads),
+             "--memory_steps", str(a.memory_steps), "--device", a.device],
+            capture_output=True, text=True, check=True,
+        )
+        memory[v] = json.loads(out.stdout.strip().splitlines()[-1])
+
+    device_name = (
+        torch.cuda.get_device_name() if a.device.startswith("cuda")
+        else f"CPU, {a.threads} threads"
+    )
+    med = {v: statistics.median(times[v]) for v in times}
+    print(f"# Training-step overhead of exits ({device_name}; batch {a.batch}, "
+          f"longest {a.seconds:g} s, vocab {a.vocab}, {a.repeats} interleaved repeats)")
+    print(f"# config: {CONFIG.relative_to(REPO)}")
+    print("| model | exits | params (M) | step time, median (s) | training memory (MB) "
+          "| of which saved activations (MB) | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|")
+    for v, exits in (("single", "[12]"), ("ee", "[2,4,6,8,10,12]")):
+        print(f"| {v} | {exits} | {params[v] / 1e6:.1f} | {med[v]:.3f} | "
+              f"{memory[v]['peak_mb']:.0f} | {memory[v].get('saved_mb', float('nan')):.0f} | "
+              f"{memory[v]['rss_mb']:.0f} |")
+    t_ratio = med["ee"] / med["single"]
+    m_ratio = memory["ee"]["peak_mb"] / memory["single"]["peak_mb"]
+    print(f"step time ratio EE / single: {t_ratio:.3f}  (target <= 1.10: "
+          f"{'met' if t_ratio <= 1.10 else 'NOT met'})")
+    print(f"peak memory ratio EE / single: {m_ratio:.3f}  (target <= 1.10: "
+          f"{'met' if m_ratio <= 1.10 else 'NOT met'}; {memory['ee']['what']})")
+
+
+if __name__ == "__main__":
+    main()
