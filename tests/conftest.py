@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "conf" / "tuning" / "train_ee_conformer_tiny.yaml"
 
 sys.path.insert(0, str(REPO / "local"))
+import espnet_early_exit  # noqa: E402,F401  (registers with ESPnet, also for -k selections)
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 CHAR_TOKENS = ["<blank>", "<unk>", "<space>"] + list("ABCDEFGHIJKLMNOPQRSTUVWXYZ'") + [

@@ -1,8 +1,7 @@
-"""Multi-exit E-Branchformer (ESPnet's `e_branchformer` encoder).
+"""ee_e_branchformer: ESPnet's E-Branchformer encoder with exits.
 
-The blocks, front and output norm are ESPnet's own; this class only adds exits after the blocks
-named in `exit_layers` and runs the stack block by block so that inference can stop at an exit.
-With `exit_layers: [num_blocks]` it is the stock encoder (same parameters, same output).
+Each block merges a self-attention branch and a convolutional gating MLP branch; ESPnet's
+`EBranchformerEncoder` builds them and always ends with an output LayerNorm.
 """
 
 from espnet2.asr.encoder.e_branchformer_encoder import EBranchformerEncoder
@@ -10,13 +9,4 @@ from espnet_early_exit.encoders.exits import EspnetBlockEncoderMixin
 
 
 class EEEBranchformerEncoder(EspnetBlockEncoderMixin, EBranchformerEncoder):
-    """EBranchformerEncoder with exits.
-
-    Args:
-        input_size: feature dimension.
-        exit_layers: 1-based blocks followed by an exit; sorted, unique, must include the last.
-        exit_norm: "per_exit" (own LayerNorm per earlier exit), "shared" (ESPnet's output norm
-            at every exit, as interCTC does) or "none".
-        **espnet_conf: every argument of ESPnet's EBranchformerEncoder; `input_layer` may also be
-            "conv1d4", the light 1-D front of `fronts.py`.
-    """
+    """EBranchformerEncoder + exits (arguments: `EspnetBlockEncoderMixin`)."""

@@ -249,8 +249,16 @@ def espnet_conf_for_exits(conf: dict) -> Tuple[dict, float, str]:
 class EspnetBlockEncoderMixin(MultiExitEncoder):
     """Exits for ESPnet encoders whose front is ``self.embed`` and blocks ``self.encoders``.
 
-    Used as the first base of a class whose second base is the stock ESPnet encoder; the
-    constructor takes the stock encoder's arguments plus ``exit_layers`` and ``exit_norm``.
+    Used as the first base of a class whose second base is the stock ESPnet encoder.
+
+    Args:
+        input_size: feature dimension.
+        exit_layers: 1-based blocks followed by an exit; sorted, unique, must include the last.
+        exit_norm: "per_exit" (own LayerNorm per earlier exit), "shared" (ESPnet's output norm
+            at every exit, as interCTC does) or "none".
+        **espnet_conf: every argument of the stock encoder; `input_layer` may also be
+            "conv1d4", the light 1-D front of `fronts.py`; `layer_drop_rate` drops whole blocks
+            in training as ESPnet does.
     """
 
     @typechecked
