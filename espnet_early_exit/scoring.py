@@ -91,6 +91,13 @@ _SCLITE_CANDIDATES = (
 # --------------------------------------------------------------------------------------
 # small file helpers
 # --------------------------------------------------------------------------------------
+def _umask_mode() -> int:
+    """The mode a plain open() would give a new file (mkstemp makes files 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_text(path: PathLike, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same dir and a rename."""
     path = Path(path)
@@ -99,6 +106,7 @@ def atomic_write_text(path: PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -111,6 +119,7 @@ def _atomic_savefig(fig, path: Path) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", dpi=120)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
