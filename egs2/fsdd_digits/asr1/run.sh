@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Connected digits made from the Free Spoken Digit Dataset (local/fsdd_digits.py): 3-7 digits of
+# one speaker per utterance, 16 kHz. Sets train/dev/test (5 speakers) and test_unseen_spk (the
+# sixth). Character tokens; a small early-exit Conformer (--asr_config) on the CPU or one GPU.
+#
+#   ./run.sh                                  recordings from ../shared/data/fsdd/recordings (next to the checkout)
+#   ./run.sh --fsdd_dir DIR                   FSDD's recordings/ folder (<digit>_<speaker>_<index>.wav)
+#   ./run.sh --num_train 500 --seed 1         sizes and seed of the generated sets
+#   ./run.sh --asr_config conf/tuning/...     any option of ../../TEMPLATE/asr1/asr.sh (--help)
+#
+# Outputs: data/ dump/ exp/ and the generated audio (downloads/fsdd_digits/) in this directory.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "${here}/../../.." && pwd)"
+# shellcheck disable=SC1091
+. "${root}/egs2/TEMPLATE/asr1/scripts/recipe_lib.sh"
+
+fsdd_dir="${root}/../shared/data/fsdd/recordings"
+num_train=2000
+num_dev=200
+num_test=200
+num_test_unseen=200
+seed=0
+args=()
+while [ $# -gt 0 ]; do  # this recipe's own options; the rest goes to the driver
+    case "$1" in
+        --fsdd_dir) fsdd_dir=$(absolute "$2"); shift 2 ;;
+        --num_train) num_train=$2; shift 2 ;;
+        --num_dev) num_dev=$2; shift 2 ;;
+        --num_test) num_test=$2; shift 2 ;;
+        --num_test_unseen) num_test_unseen=$2; shift 2 ;;
+        --seed) seed=$2; shift 2 ;;
+        *) args+=("$1"); shift ;;
+    esac
+done
+
+# shellcheck disable=SC1091
+. "${root}/egs2/TEMPLATE/asr1/path.sh"
+
+exec "${root}/egs2/TEMPLATE/asr1/asr.sh" \
+    --workdir "${here}" \
+    --ngpu 0 \
+    --local_data_script "${root}/local/fsdd_digits.py" \
+    --local_data_opts "--fsdd_dir ${fsdd_dir} --output_audio_dir downloads/fsdd_digits --num_train ${num_train} --num_dev ${num_dev} --num_test ${num_test} --num_test_unseen ${num_test_unseen} --seed ${seed}" \
+    --train_set train \
+    --valid_set dev \
+    --test_sets "test test_unseen_spk" \
+    --token_type char \
+    --asr_config "${root}/conf/tuning/train_ee_conformer_tiny.yaml" \
+    --inference_config "${root}/conf/decode_ee_ctc_greedy.yaml" \
+    --exit_policies "entropy:0.1,0.2,0.3 max_posterior:0.8,0.9,0.95 oracle" \
+    "${args[@]+"${args[@]}"}"
