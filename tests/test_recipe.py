@@ -102,6 +102,18 @@ def test_default_recipe_plots_and_costs(recipe) -> None:
     assert [e["exit"] for e in costs["exits"]] == exit_layers()
 
 
+def test_default_recipe_packs_the_model(recipe) -> None:
+    import zipfile
+
+    packed = recipe["exp"] / "asr_model.zip"
+    with zipfile.ZipFile(packed) as z:
+        names = z.namelist()
+        meta = yaml.safe_load(z.read("meta.yaml"))
+    assert "espnet_early_exit" in meta and "espnet" in meta and "torch" in meta, meta
+    assert any(n.endswith("RESULTS.md") for n in names), names
+    assert any(n.endswith(".pth") for n in names), names
+
+
 def test_default_recipe_decode_dirs(recipe) -> None:
     decodes = list(recipe["exp"].glob("decode_*"))
     assert len(decodes) == 1, decodes
@@ -126,18 +138,19 @@ def test_default_recipe_decode_dirs(recipe) -> None:
 
 def test_default_recipe_logs_every_stage(recipe) -> None:
     log = recipe["first"]
-    for n in (1, 3, 4, 5, 10, 11, 12, 13):
+    for n in (1, 3, 4, 5, 10, 11, 12, 13, 14):
         assert re.search(rf"Stage {n}: ", log), f"stage {n} not in the log"
+    assert "Stage 15: skipped (no --hf_repo" in log
     assert "Stage 2: no --speed_perturb_factors" in log
     assert re.search(r"results: .*RESULTS\.md", log)
 
 
 def test_default_recipe_rerun_skips_every_stage(recipe) -> None:
     log = recipe["second"]
-    for n in (1, 3, 4, 5, 10, 11, 12, 13):
+    for n in (1, 3, 4, 5, 10, 11, 12, 13, 14):
         assert re.search(rf"Stage {n}: done already, skipping \(remove .+ to redo\)", log), \
             f"stage {n} was not skipped:\n{log}"
-    assert not re.search(r"Stage (1|3|4|5|10|11|12|13): (?!done already)", log), log
+    assert not re.search(r"Stage (1|3|4|5|10|11|12|13|14): (?!done already)", log), log
     assert recipe["second_s"] < 60, f"the rerun took {recipe['second_s']:.0f} s"
 
 

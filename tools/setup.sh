@@ -64,8 +64,15 @@ if [ ! -f "$venv/.deps-installed" ]; then
 else
     log "reusing $venv"
 fi
-# (re)point the editable install at this checkout: fast, no dependency resolution
-"$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$root" >&2
+# (re)point the editable install at this checkout when it points elsewhere (another clone)
+installed="$(cd / && "$venv/bin/python" -c 'import espnet_early_exit, os; print(os.path.dirname(os.path.dirname(os.path.realpath(espnet_early_exit.__file__))))' 2>/dev/null || true)"
+if [ "$installed" != "$(realpath "$root")" ]; then
+    log "installing espnet-early-exit from $root (editable)"
+    pip_log="$(mktemp)"
+    "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$root" >"$pip_log" 2>&1 \
+        || { cat "$pip_log" >&2; rm -f "$pip_log"; echo "ERROR: pip install -e $root failed" >&2; exit 1; }
+    rm -f "$pip_log"
+fi
 
 if [ -z "${EEE_SKIP_APT:-}" ] && ! command -v sctk >/dev/null 2>&1 && [ ! -x /usr/lib/sctk/bin/sclite ]; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

@@ -26,7 +26,7 @@ nproc_=$(nproc 2>/dev/null || echo 1)
 # ---------------------------------------------------------------------------- options
 # General
 stage=1                 # first stage to run
-stop_stage=13           # last stage to run
+stop_stage=15           # last stage to run
 workdir=.               # data/, dump/, exp/ (and downloads/) are written here
 ngpu=1                  # GPUs for training (0: CPU)
 num_nodes=1             # nodes for training
@@ -86,6 +86,12 @@ exit_decode_mode=one_pass   # one_pass: all exits in one pass (--all_exits); per
 exit_policies=          # dynamic exit policies, e.g. "entropy:0.2,0.4 max_posterior:0.8,0.9 oracle"
 # Scoring (stage 13)
 score_opts=             # extra options for espnet_early_exit.bin.score, e.g. "--remove_nonlexical true"
+# Packing and upload (stages 14-15)
+packed_model=           # the zip of stage 14 (default <exp>/asr_model.zip)
+hf_repo=                # Hugging Face repo of stage 15, e.g. user/espnet_ee_conformer; empty: skip stage 15
+hf_dry_run=false        # stage 15 only writes <exp>/hf_repo (no upload)
+hf_token_env=HF_TOKEN   # the environment variable holding the Hugging Face token (never a CLI value)
+hf_training_data=       # the training data and its licence, for the model card
 # Sets
 train_set=
 valid_set=
@@ -95,7 +101,7 @@ help_message=$(cat <<EOF
 Usage: $0 --train_set SET --valid_set SET --test_sets "SET ..." --asr_config CONF [options]
 
 Stages (ESPnet's numbers; 6-9, the language model stages, do not exist here: decoding uses no LM;
-14-16, packing and upload, are not part of this driver):
+16, ESPnet's zenodo upload, does not exist here):
    1  data preparation: python \${local_data_script} --output_dir data \${local_data_opts}
    2  speed perturbation of the training set -> data/<train_set>_sp (only with --speed_perturb_factors)
    3  format: cut segments, resample, write \${dumpdir}/raw/org/<train,valid> and \${dumpdir}/raw/<test>
@@ -105,6 +111,10 @@ Stages (ESPnet's numbers; 6-9, the language model stages, do not exist here: dec
   11  training (resumes from the last checkpoint) -> \${expdir}/asr_<tag>
   12  decoding at every exit, and with each --exit_policies threshold -> <exp>/decode_<tag>/<test>/{exit<k>,<policy>_th<thr>}
   13  scoring (WER/CER), exit costs, RESULTS.md and plots
+  14  pack the model for the ESPnet model zoo -> <exp>/asr_model.zip (config, model, BPE model,
+      RESULTS.md, plots, meta.yaml with the plugin's version)
+  15  Hugging Face upload: only with --hf_repo (token from \$\${hf_token_env}; --hf_dry_run true
+      only writes <exp>/hf_repo with the model card)
 Every stage is idempotent: finished work is marked (.done) and skipped on a rerun; interrupted
 work is cleaned and redone; training resumes (--resume true). Paths given on the command line
 are relative to the current directory; outputs go under --workdir.
@@ -173,6 +183,12 @@ Options (default):
                          <policy>_th<thr>/ (${exit_policies:-none})
   # Scoring
   --score_opts STR       extra options for espnet_early_exit.bin.score (${score_opts:-none})
+  # Packing and upload
+  --packed_model ZIP     stage 14's output (default <exp>/asr_model.zip)
+  --hf_repo USER/NAME    stage 15's Hugging Face repository; empty skips stage 15 (${hf_repo:-none})
+  --hf_dry_run BOOL      only write <exp>/hf_repo, upload nothing (${hf_dry_run})
+  --hf_token_env VAR     environment variable with the token (${hf_token_env}); tokens are never options
+  --hf_training_data STR training data and licence for the model card (${hf_training_data:-none})
   # Sets
   --train_set SET  --valid_set SET  --test_sets "SET ..."
 EOF
@@ -676,6 +692,36 @@ if in_stage 13; then
         cat "${asr_exp}/RESULTS.md"
     else
         skip_msg 13 "${asr_exp}/RESULTS.md or a score_wer/ dir"
+    fi
+fi
+
+# ---------------------------------------------------------------------------- stage 14
+packed_model=${packed_model:-${asr_exp}/asr_model.zip}
+if in_stage 14; then
+    model_file="${asr_exp}/${inference_asr_model}"
+    [ -f "${model_file}" ] || die "${model_file} does not exist: run stage 11 first"
+    if [ -f "${packed_model}" ] && [ "${packed_model}" -nt "${model_file}" ] \
+        && { [ ! -f "${asr_exp}/RESULTS.md" ] || [ "${packed_model}" -nt "${asr_exp}/RESULTS.md" ]; }; then
+        skip_msg 14 "${packed_model}"
+    else
+        log "Stage 14: pack ${model_file} for the model zoo -> ${packed_model}"
+        run_logged "${asr_exp}/pack.log" "${python}" -m espnet_early_exit.bin.pack_model \
+            --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${model_file}" \
+            --outpath "${packed_model}" --bpemodel "${bpemodel}"
+    fi
+fi
+
+# ---------------------------------------------------------------------------- stage 15
+if in_stage 15; then
+    if [ -z "${hf_repo}" ]; then
+        log "Stage 15: skipped (no --hf_repo; give one to upload, with --hf_dry_run true to only write the folder)"
+    else
+        [ -f "${packed_model}" ] || die "${packed_model} does not exist: run stage 14 first"
+        log "Stage 15: Hugging Face repository ${hf_repo} (dry run: ${hf_dry_run}) -> ${asr_exp}/hf_repo"
+        run_logged "${asr_exp}/upload.log" "${python}" -m espnet_early_exit.bin.upload_model \
+            --packed "${packed_model}" --exp_dir "${asr_exp}" --hf_repo "${hf_repo}" \
+            --dry_run "${hf_dry_run}" --token_env "${hf_token_env}" \
+            ${hf_training_data:+--training_data "${hf_training_data}"}
     fi
 fi
 
