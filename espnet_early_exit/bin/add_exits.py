@@ -12,14 +12,14 @@ offline under <out_dir>/src_unpacked) or a model .pth (config.yaml from its fold
 """
 
 import argparse
-import logging
 import sys
 
-from espnet2.utils.types import str2bool, float_or_none
+from espnet2.utils.types import float_or_none
 
 from espnet_early_exit.encoders.exits import EXIT_NORM_MODES
 from espnet_early_exit.finetune import INIT_EXIT_HEADS, add_exits
 from espnet_early_exit.model import EXIT_DECODER_MODES
+from espnet_early_exit.bin._cli import add_log_level, setup_logging, str2bool
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -52,15 +52,13 @@ def get_parser() -> argparse.ArgumentParser:
         "--verify", type=str2bool, default=True,
         help="check that the last exit reproduces the source model on a random input",
     )
-    parser.add_argument("--log_level", default="INFO")
+    add_log_level(parser)
     return parser
 
 
 def main(cmd=None):
     args = get_parser().parse_args(cmd)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
-    )
+    setup_logging(args.log_level)
     report = add_exits(
         args.src,
         args.exit_layers,

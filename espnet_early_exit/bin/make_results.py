@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from espnet_early_exit.scoring import make_results, select_threshold
+from espnet_early_exit.bin._cli import add_log_level, setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -32,15 +33,13 @@ def get_parser() -> argparse.ArgumentParser:
                         "average compute share is <= MAX_SHARE")
     p.add_argument("--decode", default=None,
                    help="decode_* dir for --select_threshold when several hold the test set")
-    p.add_argument("--log_level", default="INFO",
-                   choices=["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"])
+    add_log_level(p)
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level,
-                        format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    setup_logging(args.log_level)
     if not args.exp_dir.is_dir():
         logging.error("no such experiment dir: %s", args.exp_dir)
         return 1

@@ -21,15 +21,7 @@ import sys
 from typing import List, Optional
 
 from espnet_early_exit.zoo import ModelZooError, pack_model
-
-
-def _str2bool(value: str) -> bool:
-    v = value.strip().lower()
-    if v in ("true", "1", "yes"):
-        return True
-    if v in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+from espnet_early_exit.bin._cli import add_log_level, setup_logging, str2bool
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -46,18 +38,16 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bpemodel", default=None,
                         help="the sentencepiece model, if the config's bpemodel path is not "
                         "valid from the current dir (default: the config's; 'none' = default)")
-    parser.add_argument("--exp_extras", type=_str2bool, default=True,
+    parser.add_argument("--exp_extras", type=str2bool, default=True,
                         help="also pack RESULTS.md, its plots, exit_costs.json and "
                         "selected_thresholds.json found next to the config (default: true)")
-    parser.add_argument("--log_level", default="INFO", help="default: INFO",
-                        choices=["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"])
+    add_log_level(parser)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level,
-                        format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    setup_logging(args.log_level)
     try:
         out = pack_model(
             args.asr_train_config,

@@ -17,15 +17,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from espnet_early_exit.scoring import METRIC_DIR, UNIT_METRIC, score_text
-
-
-def _str2bool(v: str) -> bool:
-    low = v.lower()
-    if low in ("true", "1", "yes"):
-        return True
-    if low in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
+from espnet_early_exit.bin._cli import add_log_level, setup_logging, str2bool
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -45,21 +37,19 @@ def get_parser() -> argparse.ArgumentParser:
                    help="ESPnet text cleaner applied to the reference only (as asr.sh)")
     p.add_argument("--nlsyms_txt", default="none",
                    help="file of non-linguistic symbols (one a line) removed from ref and hyp")
-    p.add_argument("--remove_nonlexical", type=_str2bool, default=False,
+    p.add_argument("--remove_nonlexical", type=str2bool, default=False,
                    help="also remove words wholly in {}, [] or <> (e.g. {NOISE}, [laughter], <unk>)")
-    p.add_argument("--case_sensitive", type=_str2bool, default=False,
+    p.add_argument("--case_sensitive", type=str2bool, default=False,
                    help="case-sensitive comparison (sclite -s); default: ASCII case-insensitive like sclite")
     p.add_argument("--utt2spk", default="auto",
                    help="utt2spk for the trn ids: 'auto' (next to --ref if present), 'none', or a path")
-    p.add_argument("--log_level", default="INFO",
-                   choices=["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"])
+    add_log_level(p)
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level,
-                        format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    setup_logging(args.log_level)
     utt2spk = None if args.utt2spk == "none" else args.utt2spk
     for unit in args.units:
         metric = UNIT_METRIC[unit]

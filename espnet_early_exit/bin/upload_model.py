@@ -23,15 +23,7 @@ import sys
 from typing import List, Optional
 
 from espnet_early_exit.zoo import ModelZooError, prepare_hf_repo, upload_hf_repo
-
-
-def _str2bool(value: str) -> bool:
-    v = value.strip().lower()
-    if v in ("true", "1", "yes"):
-        return True
-    if v in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+from espnet_early_exit.bin._cli import add_log_level, setup_logging, str2bool
 
 
 class _RefuseToken(argparse.Action):
@@ -53,7 +45,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--exp_dir", required=True,
                         help="the experiment dir (RESULTS.md, selected_thresholds.json)")
     parser.add_argument("--hf_repo", required=True, help="<user or organisation>/<name>")
-    parser.add_argument("--dry_run", type=_str2bool, default=False,
+    parser.add_argument("--dry_run", type=str2bool, default=False,
                         help="only write the folder, do not upload (default: false)")
     parser.add_argument("--out_dir", default=None,
                         help="the repository folder (default: <exp_dir>/hf_repo)")
@@ -67,13 +59,12 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", action="append", default=None,
                         help="Hugging Face dataset id(s) for the card's front matter "
                         "(default: the recipe's corpus name, when run under egs2/<corpus>/asr1)")
-    parser.add_argument("--private", type=_str2bool, default=False,
+    parser.add_argument("--private", type=str2bool, default=False,
                         help="create the repository as private (default: false)")
     parser.add_argument("--commit_message", default=None,
                         help="default: 'Upload early-exit ASR model (espnet_early_exit <version>)'")
     parser.add_argument("--token", nargs="?", action=_RefuseToken, help=argparse.SUPPRESS)
-    parser.add_argument("--log_level", default="INFO", help="default: INFO",
-                        choices=["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"])
+    add_log_level(parser)
     return parser
 
 
@@ -84,8 +75,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         # argparse would echo the values too: one of them may be a token
         options = [a.split("=", 1)[0] for a in unknown if a.startswith("-")]
         parser.error(f"unrecognized arguments: {' '.join(options) or '(values not shown)'}")
-    logging.basicConfig(level=args.log_level,
-                        format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    setup_logging(args.log_level)
     try:
         folder = prepare_hf_repo(
             args.packed,
