@@ -47,4 +47,6 @@ class Conv1dSubsampling4(torch.nn.Module):
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         x = self.conv(x.transpose(1, 2)).transpose(1, 2)
         x = self.pos_enc(self.out(x))
-        return x, _subsample_mask(x_mask, x.size(1), ((3, 2), (3, 2)))
+        # a relative positional encoding returns (x, pos_emb)
+        n_out = (x[0] if isinstance(x, tuple) else x).size(1)
+        return x, _subsample_mask(x_mask, n_out, ((3, 2), (3, 2)))

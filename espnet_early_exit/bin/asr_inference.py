@@ -1,0 +1,354 @@
+#!/usr/bin/env python3
+"""Early-exit ASR decoding: ``python -m espnet_early_exit.bin.asr_inference``.
+
+Every option of ESPnet's ``espnet2.bin.asr_inference`` (its parser is reused), plus:
+
+  --exit_layer K            exit of the fixed policy (default: the last exit)
+  --exit_policy NAME        fixed | entropy | max_posterior | nbest_posterior | oracle
+  --exit_threshold X        threshold of a dynamic policy (see espnet_early_exit/policies.py)
+  --exit_policy_nbest N     n of nbest_posterior (default 4)
+  --exit_policy_frame_stride N   entropy / max_posterior from every n-th frame (default 1)
+  --ref_text FILE           Kaldi text file with the references (oracle policy)
+  --all_exits true          decode every exit in one pass (the encoder runs once per
+                            utterance, resuming from exit to exit)
+
+Output, under --output_dir (ESPnet's layout, one line per utterance):
+
+  <n>best_recog/{text,token,token_int,score}   as ESPnet writes them
+  <n>best_recog/exit                           the exit each utterance stopped at
+  <n>best_recog/confidence                     "k1:c1 k2:c2 ..." of the exits the policy
+                                               evaluated (empty for the fixed policy)
+  timing.json                                  {"rtf", "audio_seconds", "wall_seconds", ...}:
+                                               decode wall time (model loading excluded)
+
+With --all_exits true the same files go to ``exit<k>/<n>best_recog/`` for every exit k
+(``confidence`` then holds the policy's numbers at k and before it, when --exit_policy is a
+dynamic policy; the threshold is not needed), ``exit<k>/timing.json`` holds the time as if
+decoding had stopped at k (front-end + blocks up to k + the search at k) and ``timing.json``
+the whole pass.
+"""
+
+import json
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from espnet2.bin.asr_inference import _too_short_result
+from espnet2.bin.asr_inference import get_parser as espnet_get_parser
+from espnet2.fileio.datadir_writer import DatadirWriter
+from espnet2.legacy.nets.pytorch_backend.transformer.subsampling import TooShortUttError
+from espnet2.legacy.utils.cli_utils import get_commandline_args
+from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
+from espnet2.utils.types import float_or_none, int_or_none, str2bool, str_or_none
+
+from espnet_early_exit.inference import (
+    _S2T_PARAMS,
+    EarlyExitResult,
+    EarlyExitSpeech2Text,
+    format_confidences,
+)
+from espnet_early_exit.policies import POLICIES
+from espnet_early_exit.task import EarlyExitASRTask
+
+logger = logging.getLogger(__name__)
+
+
+def get_parser():
+    """ESPnet's asr_inference parser plus the early-exit options."""
+    parser = espnet_get_parser()
+    parser.description = "Early-exit ASR decoding"
+    # ESPnet's help texts contain a bare "%" ("3.19% CER"), which breaks --help under
+    # ArgumentDefaultsHelpFormatter; escape lone percent signs
+    for action in parser._actions:
+        if action.help:
+            action.help = re.sub(r"(?<!%)%(?![(%])", "%%", action.help)
+    group = parser.add_argument_group("Early exit related")
+    group.add_argument(
+        "--exit_layer",
+        type=int_or_none,
+        default=None,
+        help="Exit of the fixed policy (one of the model's exit_layers; default: the last)",
+    )
+    group.add_argument(
+        "--exit_policy",
+        type=str,
+        default="fixed",
+        choices=sorted(POLICIES),
+        help="How to choose the exit per utterance (see espnet_early_exit/policies.py)",
+    )
+    group.add_argument(
+        "--exit_threshold",
+        type=float_or_none,
+        default=None,
+        help="Threshold of a dynamic policy: entropy stops when its normalised entropy "
+        "< threshold; max_posterior / nbest_posterior when the confidence >= threshold "
+        "(all in [0, 1])",
+    )
+    group.add_argument(
+        "--exit_policy_nbest",
+        type=int,
+        default=4,
+        help="Hypotheses in the n-best softmax of nbest_posterior",
+    )
+    group.add_argument(
+        "--exit_policy_frame_stride",
+        type=int,
+        default=1,
+        help="entropy / max_posterior: estimate the confidence from every n-th encoder frame "
+        "(cheaper CTC head at the exits that are only evaluated; 1 = exact)",
+    )
+    group.add_argument(
+        "--ref_text",
+        type=str_or_none,
+        default=None,
+        help="Kaldi text file (<uttid> <transcript>) with references, for --exit_policy oracle",
+    )
+    group.add_argument(
+        "--all_exits",
+        type=str2bool,
+        default=False,
+        help="Decode every exit in one pass and write exit<k>/<n>best_recog/ for each",
+    )
+    return parser
+
+
+def _read_refs(path: str) -> Dict[str, str]:
+    refs = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            parts = line.split(maxsplit=1)
+            refs[parts[0]] = parts[1] if len(parts) > 1 else ""
+    return refs
+
+
+def _write_nbest(
+    writer: DatadirWriter,
+    key: str,
+    results: List,
+    nbest: int,
+    exit_layer: int,
+    confidences: Dict[int, float],
+) -> None:
+    """ESPnet's <n>best_recog files plus `exit` and `confidence`."""
+    for n, res in zip(range(1, nbest + 1), results):
+        text, token, token_int, hyp = res
+        w = writer[f"{n}best_recog"]
+        w["token"][key] = " ".join(token)
+        w["token_int"][key] = " ".join(map(str, token_int))
+        w["score"][key] = str(float(hyp.score))
+        if text is not None:
+            w["text"][key] = text
+    for n in range(1, max(1, min(nbest, len(results))) + 1):
+        w = writer[f"{n}best_recog"]
+        w["exit"][key] = str(exit_layer)
+        w["confidence"][key] = format_confidences(confidences)
+
+
+def _write_timing(path: Path, wall: float, audio: Optional[float], **extra) -> None:
+    info = {
+        "rtf": (wall / audio) if audio else None,
+        "audio_seconds": audio,
+        "wall_seconds": wall,
+    }
+    info.update(extra)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+
+
+def inference(
+    output_dir: str,
+    batch_size: int,
+    ngpu: int,
+    seed: int,
+    num_workers: int,
+    log_level,
+    data_path_and_name_and_type,
+    key_file: Optional[str],
+    allow_variable_data_keys: bool,
+    model_tag: Optional[str],
+    word_lm_train_config: Optional[str],
+    word_lm_file: Optional[str],
+    exit_layer: Optional[int],
+    exit_policy: str,
+    exit_threshold: Optional[float],
+    exit_policy_nbest: int,
+    exit_policy_frame_stride: int,
+    ref_text: Optional[str],
+    all_exits: bool,
+    **speech2text_kwargs,
+):
+    """ESPnet's inference() loop with EarlyExitSpeech2Text and the early-exit outputs."""
+    if word_lm_train_config is not None:
+        raise NotImplementedError("Word LM is not implemented")
+    if ngpu > 1:
+        raise NotImplementedError("only single GPU decoding is supported")
+    logging.basicConfig(
+        level=log_level,
+        format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s",
+    )
+    device = "cuda" if ngpu >= 1 else "cpu"
+    set_all_random_seed(seed)
+
+    policy_cls = POLICIES[exit_policy]
+    if all_exits and exit_layer is not None:
+        raise ValueError("--exit_layer and --all_exits true exclude each other")
+    if not all_exits and policy_cls.dynamic and not policy_cls.needs_reference:
+        if exit_threshold is None:
+            raise ValueError(f"--exit_policy {exit_policy} needs --exit_threshold")
+    refs = None
+    if policy_cls.needs_reference:
+        if ref_text is None:
+            raise ValueError(f"--exit_policy {exit_policy} needs --ref_text")
+        refs = _read_refs(ref_text)
+
+    # 1. Build speech2text
+    unknown = [k for k in speech2text_kwargs if k not in _S2T_PARAMS]
+    if unknown:
+        raise ValueError(f"options not understood by Speech2Text: {unknown}")
+    kwargs = dict(speech2text_kwargs, device=device, batch_size=batch_size)
+    speech2text = EarlyExitSpeech2Text.from_pretrained(
+        model_tag=model_tag,
+        exit_layer=exit_layer,
+        exit_policy=exit_policy,
+        exit_threshold=exit_threshold,
+        exit_policy_nbest=exit_policy_nbest,
+        exit_policy_frame_stride=exit_policy_frame_stride,
+        **kwargs,
+    )
+    nbest = speech2text.nbest
+    fs = speech2text.model_fs
+
+    # 2. Build data-iterator
+    loader = EarlyExitASRTask.build_streaming_iterator(
+        data_path_and_name_and_type,
+        dtype=speech2text.dtype,
+        batch_size=batch_size,
+        key_file=key_file,
+        num_workers=num_workers,
+        preprocess_fn=EarlyExitASRTask.build_preprocess_fn(
+            speech2text.asr_train_args, False
+        ),
+        collate_fn=EarlyExitASRTask.build_collate_fn(speech2text.asr_train_args, False),
+        allow_variable_data_keys=allow_variable_data_keys,
+        inference=True,
+    )
+
+    # 3. Decode
+    out = Path(output_dir)
+    wall = 0.0
+    audio = 0.0
+    n_utt = 0
+    exit_seconds: Dict[int, float] = {}
+    with DatadirWriter(out) as writer:
+        for keys, batch in loader:
+            assert isinstance(batch, dict), type(batch)
+            assert all(isinstance(s, str) for s in keys), keys
+            speech = batch["speech"]
+            lengths = batch.get("speech_lengths")
+            if lengths is None:
+                lengths = [speech.size(1)] * speech.size(0)
+            waves = [speech[b, : int(n)] for b, n in enumerate(lengths)]
+            utt_refs = None
+            if refs is not None:
+                missing = [k for k in keys if k not in refs]
+                if missing:
+                    raise ValueError(f"--ref_text {ref_text} has no reference for {missing}")
+                utt_refs = [refs[k] for k in keys]
+            n_utt += len(keys)
+            if fs:
+                audio += sum(int(n) for n in lengths) / fs
+            t0 = time.perf_counter()
+            if all_exits:
+                per_utt = _decode_all(speech2text, waves, utt_refs, keys, exit_seconds)
+            else:
+                per_utt = _decode(speech2text, waves, utt_refs, keys)
+            wall += time.perf_counter() - t0
+
+            for key, res in zip(keys, per_utt):
+                if all_exits:
+                    for k, results in res.items():
+                        confs = results[0].confidences if results else {}
+                        _write_nbest(writer[f"exit{k}"], key, results, nbest, k, confs)
+                else:
+                    results, k = res
+                    confs = results[0].confidences if results else {}
+                    _write_nbest(writer, key, results, nbest, k, confs)
+
+    extra = dict(
+        n_utt=n_utt,
+        policy=exit_policy,
+        threshold=exit_threshold,
+        frame_stride=exit_policy_frame_stride,
+    )
+    _write_timing(out / "timing.json", wall, audio if fs else None, **extra)
+    if all_exits:
+        for k, seconds in sorted(exit_seconds.items()):
+            _write_timing(
+                out / f"exit{k}" / "timing.json",
+                seconds,
+                audio if fs else None,
+                n_utt=n_utt,
+                estimated_from_all_exits_pass=True,
+            )
+
+
+def _placeholder(speech2text: EarlyExitSpeech2Text, k: int) -> List[EarlyExitResult]:
+    """ESPnet's too-short placeholder hypothesis, as EarlyExitResults at exit k."""
+    rows = _too_short_result(speech2text.nbest, False, speech2text)
+    return [EarlyExitResult(t, tok, ti, hyp, k, {}) for t, tok, ti, hyp in rows]
+
+
+def _fallback_exit(speech2text: EarlyExitSpeech2Text) -> int:
+    # a too-short utterance computes nothing; report the fixed exit, else the first one
+    return speech2text.exit_layer or speech2text.exit_layers[0]
+
+
+def _decode(speech2text, waves, refs, keys):
+    """[(results, exit), ...] per utterance; too-short utterances get ESPnet's placeholder."""
+    try:
+        batch = speech2text.decode_batch(waves, refs=refs)
+        return [(r, r[0].exit_layer if r else _fallback_exit(speech2text)) for r in batch]
+    except TooShortUttError as e:
+        if len(waves) == 1:
+            logging.warning(f"Utterance {keys} {e}")
+            k = _fallback_exit(speech2text)
+            return [(_placeholder(speech2text, k), k)]
+        logging.warning(f"Utterances {keys} {e}; retrying them one at a time")
+        return [
+            _decode(speech2text, [w], None if refs is None else [r], [key])[0]
+            for w, r, key in zip(waves, refs or [None] * len(waves), keys)
+        ]
+
+
+def _decode_all(speech2text, waves, refs, keys, exit_seconds):
+    """[{exit: results}, ...] per utterance."""
+    try:
+        return speech2text.decode_all_exits_batch(waves, refs=refs, timings=exit_seconds)
+    except TooShortUttError as e:
+        if len(waves) == 1:
+            logging.warning(f"Utterance {keys} {e}")
+            return [{k: _placeholder(speech2text, k) for k in speech2text.exit_layers}]
+        logging.warning(f"Utterances {keys} {e}; retrying them one at a time")
+        return [
+            _decode_all(speech2text, [w], None if refs is None else [r], [key], exit_seconds)[0]
+            for w, r, key in zip(waves, refs or [None] * len(waves), keys)
+        ]
+
+
+def main(cmd=None):
+    print(get_commandline_args(), file=sys.stderr)
+    parser = get_parser()
+    args = parser.parse_args(cmd)
+    kwargs = vars(args)
+    kwargs.pop("config", None)
+    inference(**kwargs)
+
+
+if __name__ == "__main__":
+    main()

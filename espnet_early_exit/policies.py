@@ -1,0 +1,414 @@
+"""Exit policies: when to stop the encoder.
+
+A policy sees the exits in order. At each exit k it gets the CTC log-posteriors of that exit's
+head for one utterance, ``log_probs`` of shape (T, V) (T encoder frames after subsampling, V
+tokens, blank = index 0 unless told otherwise), turns them into one number with
+:meth:`ExitPolicy.confidence`, and :meth:`ExitPolicy.should_exit` says whether to stop there.
+The last exit always accepts (:meth:`ExitPolicy.accept`), so every utterance gets a hypothesis.
+
+Policies (``POLICIES``; add one with a class and a line there):
+
+``fixed``
+    Always the given exit; nothing is evaluated on the way (no threshold).
+``entropy`` (the conventional baseline)
+    ``H = mean_t [ -sum_v p_t(v) log p_t(v) ] / log V``: the mean per-frame entropy of the CTC
+    posteriors, divided by its maximum ``log V`` so that it lies in [0, 1] whatever the
+    vocabulary (0: every frame certain; 1: every frame uniform; the paper's authors divide by
+    V instead, which does not bound it by 1). It is an *uncertainty*:
+    the policy stops at the first exit where ``H < threshold``. Threshold in [0, 1]: 0 never
+    stops early, 1 stops at the first exit unless its posteriors are exactly uniform.
+``max_posterior`` (a cheap relative of the paper's proposal)
+    The mean over non-blank frames (frames whose most likely token is not blank) of the
+    per-frame maximum posterior ``max_v p_t(v)``; if every frame is blank, the mean over all
+    frames. Stops at the first exit where it is ``>= threshold`` (in [0, 1]).
+``nbest_posterior`` (the paper's proposal)
+    An n-best CTC prefix beam search at the exit (frame-synchronous, beam ``beam``, default n);
+    the softmax over the n best hypotheses' total log-probabilities (each summed over all of
+    its alignments) gives the best hypothesis's posterior, the exit's confidence. Stops at the
+    first exit where it is ``>= threshold`` (in [0, 1]; with n hypotheses it is >= 1/n).
+``oracle`` (analysis only)
+    Needs the reference transcript and the hypothesis of every exit: picks the lowest exit
+    whose hypothesis has a WER against the reference no higher than the last exit's. Its
+    "confidence" at exit k is ``1 - WER_k`` (higher is better; below 0 with many insertions).
+
+``entropy`` and ``max_posterior`` are frame means; with ``frame_stride`` n > 1 they are
+estimated from every n-th encoder frame, so that the CTC head (a d x V projection, costly for a
+large vocabulary) runs on 1/n of the frames at the exits that are only evaluated. This is an
+approximation (default n = 1: exact).
+
+Thresholds are checked when a policy is built: a value outside the policy's range raises
+ValueError naming the value and the range.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type
+
+import numpy as np
+import torch
+
+__all__ = [
+    "ExitPolicy",
+    "FixedPolicy",
+    "EntropyPolicy",
+    "MaxPosteriorPolicy",
+    "NBestPosteriorPolicy",
+    "OraclePolicy",
+    "POLICIES",
+    "get_policy",
+    "select_exit",
+    "ctc_prefix_beam_search",
+    "word_error_rate",
+]
+
+
+class ExitPolicy:
+    """Base class of exit policies.
+
+    Subclasses set ``name``, ``threshold_range`` (closed interval, or None for a policy that
+    takes no threshold), ``higher_is_confident`` and implement :meth:`confidence`.
+    """
+
+    name: ClassVar[str] = ""
+    threshold_range: ClassVar[Optional[Tuple[float, float]]] = (0.0, 1.0)
+    higher_is_confident: ClassVar[bool] = True
+    dynamic: ClassVar[bool] = True  # whether the exit depends on the input
+    needs_reference: ClassVar[bool] = False
+    frame_stride: int = 1  # >1: confidence from every n-th frame (frame-mean policies only)
+
+    def __init__(self, threshold: Optional[float] = None):
+        self.threshold = self.check_threshold(threshold)
+
+    # ------------------------------------------------------------ threshold
+    @classmethod
+    def check_threshold(cls, threshold: Optional[float]) -> Optional[float]:
+        if threshold is None:
+            return None
+        if cls.threshold_range is None:
+            raise ValueError(
+                f"exit policy {cls.name!r} takes no threshold (got {threshold})"
+            )
+        if isinstance(threshold, bool):
+            raise ValueError(f"exit_threshold: {threshold!r} is not a number")
+        try:
+            value = float(threshold)
+        except (TypeError, ValueError):
+            raise ValueError(f"exit_threshold: {threshold!r} is not a number") from None
+        lo, hi = cls.threshold_range
+        if not (lo <= value <= hi):  # also rejects NaN
+            raise ValueError(
+                f"exit_threshold {threshold} is outside [{lo}, {hi}], the range of the "
+                f"{cls.name!r} policy's {'confidence' if cls.higher_is_confident else 'score'}"
+            )
+        return value
+
+    def require_threshold(self) -> float:
+        if self.threshold is None:
+            lo, hi = self.threshold_range or (None, None)
+            raise ValueError(
+                f"exit policy {self.name!r} needs exit_threshold (a value in [{lo}, {hi}])"
+            )
+        return self.threshold
+
+    # -------------------------------------------------------------- decision
+    def confidence(self, log_probs: torch.Tensor, blank_id: int = 0) -> float:
+        """The policy's number for one exit: ``log_probs`` (T, V) CTC log-posteriors."""
+        raise NotImplementedError
+
+    def should_exit(self, confidence: float) -> bool:
+        """Whether to stop at an exit with this confidence (needs a threshold)."""
+        threshold = self.require_threshold()
+        if self.higher_is_confident:
+            return confidence >= threshold
+        return confidence < threshold
+
+    def accept(self, confidence: Optional[float], is_last_exit: bool) -> bool:
+        """should_exit, except that the last exit always accepts."""
+        return True if is_last_exit else self.should_exit(confidence)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(threshold={self.threshold})"
+
+
+class FixedPolicy(ExitPolicy):
+    """Always one exit, given as ``exit_layer`` (None: the decoder picks the last one)."""
+
+    name = "fixed"
+    threshold_range = None
+    dynamic = False
+
+    def __init__(self, threshold: Optional[float] = None, exit_layer: Optional[int] = None):
+        super().__init__(threshold)
+        self.exit_layer = exit_layer
+
+    def confidence(self, log_probs: torch.Tensor, blank_id: int = 0) -> float:
+        raise RuntimeError("the fixed policy computes no confidence")
+
+    def should_exit(self, confidence: float) -> bool:
+        raise RuntimeError("the fixed policy does not decide per exit; use exit_layer")
+
+    def __repr__(self) -> str:
+        return f"FixedPolicy(exit_layer={self.exit_layer})"
+
+
+def _check_log_probs(log_probs: torch.Tensor) -> torch.Tensor:
+    if not isinstance(log_probs, torch.Tensor):
+        log_probs = torch.as_tensor(np.asarray(log_probs))
+    if log_probs.dim() != 2 or log_probs.size(0) == 0 or log_probs.size(1) < 2:
+        raise ValueError(
+            f"log_probs must be (T, V) with T >= 1 and V >= 2, got {tuple(log_probs.shape)}"
+        )
+    return log_probs.float()
+
+
+class _FrameMeanPolicy(ExitPolicy):
+    """A policy whose confidence is a mean over frames, so it can be estimated from every
+    ``frame_stride``-th frame (1 = all frames, exact). The decoder then evaluates the exit's
+    CTC head on those frames only while deciding, and on all frames only where it decodes.
+    """
+
+    def __init__(self, threshold: Optional[float] = None, frame_stride: int = 1):
+        super().__init__(threshold)
+        if isinstance(frame_stride, bool) or not isinstance(frame_stride, int) or frame_stride < 1:
+            raise ValueError(f"exit_policy_frame_stride: {frame_stride!r} is not an integer >= 1")
+        self.frame_stride = frame_stride
+
+    def __repr__(self) -> str:
+        stride = f", frame_stride={self.frame_stride}" if self.frame_stride > 1 else ""
+        return f"{type(self).__name__}(threshold={self.threshold}{stride})"
+
+
+class EntropyPolicy(_FrameMeanPolicy):
+    """Mean per-frame CTC posterior entropy over log V (in [0, 1]); exit when < threshold."""
+
+    name = "entropy"
+    higher_is_confident = False
+
+    def confidence(self, log_probs: torch.Tensor, blank_id: int = 0) -> float:
+        log_probs = _check_log_probs(log_probs)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)  # (T,)
+        if not bool(torch.isfinite(entropy).all()):
+            # p = 0 (log p = -inf) gave 0 * -inf: count p log p as 0 there
+            plogp = log_probs.exp() * log_probs
+            plogp = torch.where(torch.isfinite(log_probs), plogp, torch.zeros_like(plogp))
+            entropy = -plogp.sum(-1)
+        value = float(entropy.mean()) / math.log(log_probs.size(1))
+        return min(max(value, 0.0), 1.0)
+
+
+class MaxPosteriorPolicy(_FrameMeanPolicy):
+    """Mean per-frame max posterior over non-blank frames (all frames if none); exit >=."""
+
+    name = "max_posterior"
+
+    def confidence(self, log_probs: torch.Tensor, blank_id: int = 0) -> float:
+        log_probs = _check_log_probs(log_probs)
+        best, arg = log_probs.max(-1)
+        nonblank = arg != blank_id
+        if bool(nonblank.any()):
+            best = best[nonblank]
+        return float(best.exp().mean())
+
+
+def _logaddexp(a: float, b: float) -> float:
+    if a == -math.inf:
+        return b
+    if b == -math.inf:
+        return a
+    if a > b:
+        return a + math.log1p(math.exp(b - a))
+    return b + math.log1p(math.exp(a - b))
+
+
+def ctc_prefix_beam_search(
+    log_probs: torch.Tensor,
+    beam: int = 4,
+    blank_id: int = 0,
+    token_beam: Optional[int] = None,
+) -> List[Tuple[Tuple[int, ...], float]]:
+    """Frame-synchronous CTC prefix beam search over (T, V) log-posteriors.
+
+    Each prefix keeps its blank-ending and non-blank-ending log-probabilities, summed over all
+    alignments (the standard prefix search; no language model, no length term). At each frame
+    only the ``token_beam`` (default ``beam``) most likely non-blank tokens extend a prefix, and
+    the ``beam`` best prefixes survive.
+
+    Returns up to ``beam`` (token ids, total log-probability) pairs, best first.
+    """
+    log_probs = _check_log_probs(log_probs)
+    if beam < 1:
+        raise ValueError(f"beam must be >= 1, got {beam}")
+    n_vocab = log_probs.size(1)
+    k = min(token_beam or beam, n_vocab - 1)
+    # the k best non-blank tokens of every frame: the k+1 best, blank dropped, in one call
+    top_lp, top_id = log_probs.topk(k + 1, dim=-1)
+    top_lp = top_lp.double().tolist()
+    top_id = top_id.tolist()
+    blank_lp = log_probs[:, blank_id].double().tolist()
+    lp_rows = None  # full rows, fetched only when a prefix's last token is off the top list
+
+    NEG = -math.inf
+    beams: Dict[Tuple[int, ...], List[float]] = {(): [0.0, NEG]}  # prefix -> [pb, pnb]
+    for t in range(len(blank_lp)):
+        nxt: Dict[Tuple[int, ...], List[float]] = {}
+        cand = {c: p for c, p in zip(top_id[t], top_lp[t]) if c != blank_id}
+        if len(cand) > k:
+            cand.popitem()  # blank was not among them: keep the k best
+        lb = blank_lp[t]
+        for prefix, (pb, pnb) in beams.items():
+            total = _logaddexp(pb, pnb)
+            e = nxt.setdefault(prefix, [NEG, NEG])
+            e[0] = _logaddexp(e[0], total + lb)  # blank: prefix unchanged
+            last = prefix[-1] if prefix else None
+            if last is not None and last not in cand:
+                # repeating the last token (no blank between) keeps the prefix
+                if lp_rows is None:
+                    lp_rows = log_probs.double()
+                p = float(lp_rows[t, last])
+                e[1] = _logaddexp(e[1], pnb + p)
+            for c, p in cand.items():
+                if c == last:
+                    e[1] = _logaddexp(e[1], pnb + p)  # collapsed repeat
+                    ext = nxt.setdefault(prefix + (c,), [NEG, NEG])
+                    ext[1] = _logaddexp(ext[1], pb + p)  # repeat after a blank
+                else:
+                    ext = nxt.setdefault(prefix + (c,), [NEG, NEG])
+                    ext[1] = _logaddexp(ext[1], total + p)
+        scored = [(_logaddexp(*v), prefix, v) for prefix, v in nxt.items()]
+        scored = [x for x in scored if x[0] != NEG]  # e.g. a repeat after no blank path
+        scored.sort(key=lambda x: x[0], reverse=True)
+        beams = {prefix: v for _, prefix, v in scored[:beam]}
+    out = [(prefix, _logaddexp(pb, pnb)) for prefix, (pb, pnb) in beams.items()]
+    out.sort(key=lambda x: x[1], reverse=True)
+    return out
+
+
+class NBestPosteriorPolicy(ExitPolicy):
+    """Posterior of the best of an n-best CTC prefix beam search (the paper's proposal).
+
+    Args:
+        threshold: exit when the best hypothesis's posterior is >= threshold.
+        nbest: n, the hypotheses the softmax is taken over (default 4).
+        beam: beam of the prefix search (default: nbest).
+    """
+
+    name = "nbest_posterior"
+
+    def __init__(
+        self, threshold: Optional[float] = None, nbest: int = 4, beam: Optional[int] = None
+    ):
+        super().__init__(threshold)
+        if isinstance(nbest, bool) or not isinstance(nbest, int) or nbest < 1:
+            raise ValueError(f"exit_policy_nbest: {nbest!r} is not an integer >= 1")
+        beam = nbest if beam is None else beam
+        if isinstance(beam, bool) or not isinstance(beam, int) or beam < nbest:
+            raise ValueError(f"beam: {beam!r} must be an integer >= nbest ({nbest})")
+        self.nbest = nbest
+        self.beam = beam
+
+    def confidence(self, log_probs: torch.Tensor, blank_id: int = 0) -> float:
+        hyps = ctc_prefix_beam_search(log_probs, self.beam, blank_id)[: self.nbest]
+        return self.posterior_of_best([score for _, score in hyps])
+
+    @staticmethod
+    def posterior_of_best(scores: Sequence[float]) -> float:
+        """softmax(scores)[0] for scores sorted best first (1.0 for a single hypothesis)."""
+        if len(scores) <= 1:
+            return 1.0
+        best = scores[0]
+        denom = sum(math.exp(s - best) for s in scores if s != -math.inf)
+        return 1.0 / denom
+
+    def __repr__(self) -> str:
+        return (
+            f"NBestPosteriorPolicy(threshold={self.threshold}, nbest={self.nbest}, "
+            f"beam={self.beam})"
+        )
+
+
+def word_error_rate(ref: str, hyp: str) -> float:
+    """Word edit distance / number of reference words (hyp words if the ref is empty)."""
+    import editdistance
+
+    r, h = ref.split(), hyp.split()
+    if not r:
+        return float(len(h))
+    return editdistance.eval(r, h) / len(r)
+
+
+class OraclePolicy(ExitPolicy):
+    """Lowest exit whose WER against the reference is <= the last exit's (analysis only)."""
+
+    name = "oracle"
+    threshold_range = None
+    needs_reference = True
+
+    def confidence(self, log_probs: torch.Tensor, blank_id: int = 0) -> float:
+        raise RuntimeError("the oracle policy needs hypotheses and a reference: use select()")
+
+    def should_exit(self, confidence: float) -> bool:
+        raise RuntimeError("the oracle policy needs hypotheses and a reference: use select()")
+
+    def select(self, hyps: Mapping[int, str], ref: str) -> Tuple[int, Dict[int, float]]:
+        """Pick an exit from every exit's hypothesis text; returns (exit, {k: 1 - WER_k})."""
+        if not hyps:
+            raise ValueError("oracle: no hypotheses")
+        if ref is None:
+            raise ValueError("the oracle policy needs the reference text (ref / --ref_text)")
+        exits = sorted(hyps)
+        wers = {k: word_error_rate(ref, hyps[k]) for k in exits}
+        last = wers[exits[-1]]
+        chosen = next(k for k in exits if wers[k] <= last)
+        return chosen, {k: 1.0 - w for k, w in wers.items()}
+
+
+def select_exit(
+    policy: ExitPolicy,
+    exits: Sequence[int],
+    log_probs_at: Callable[[int], torch.Tensor],
+    blank_id: int = 0,
+) -> Tuple[int, Dict[int, float]]:
+    """Run a threshold policy over ``exits`` in order; ``log_probs_at(k)`` gives (T, V).
+
+    ``log_probs_at`` is called only for the exits the policy evaluates (up to the accepted
+    one); the last exit always accepts. Returns (exit, {exit: confidence} evaluated).
+    """
+    if not policy.dynamic or policy.needs_reference:
+        raise ValueError(f"select_exit needs a threshold policy, not {policy.name!r}")
+    exits = list(exits)
+    if not exits:
+        raise ValueError("select_exit: no exits")
+    confidences: Dict[int, float] = {}
+    for i, k in enumerate(exits):
+        confidences[k] = policy.confidence(log_probs_at(k), blank_id)
+        if policy.accept(confidences[k], i == len(exits) - 1):
+            return k, confidences
+    raise AssertionError("unreachable: the last exit accepts")
+
+
+POLICIES: Dict[str, Type[ExitPolicy]] = {
+    "fixed": FixedPolicy,
+    "entropy": EntropyPolicy,
+    "max_posterior": MaxPosteriorPolicy,
+    "nbest_posterior": NBestPosteriorPolicy,
+    "oracle": OraclePolicy,
+}
+
+
+def get_policy(name: str, threshold: Optional[float] = None, **kwargs) -> ExitPolicy:
+    """Build the policy ``name`` with ``threshold``.
+
+    Keyword options that the policy's constructor does not take are ignored (so that a CLI can
+    pass e.g. ``nbest`` whatever the policy); a None option means "the policy's default".
+    Raises ValueError for an unknown name or a threshold outside the policy's range.
+    """
+    if name not in POLICIES:
+        raise ValueError(
+            f"unknown exit policy {name!r}; choose one of {', '.join(sorted(POLICIES))}"
+        )
+    cls = POLICIES[name]
+    accepted = inspect.signature(cls.__init__).parameters
+    options = {k: v for k, v in kwargs.items() if k in accepted and v is not None}
+    return cls(threshold, **options)
