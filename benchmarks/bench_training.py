@@ -2,8 +2,12 @@
 """Training overhead of exits: the LibriSpeech-100 EE Conformer (6 CTC exits) vs the same
 architecture with one exit (ESPnet's model), on the same batch, side by side in one run.
 
-Prints the median training-step time of each (forward + backward + Adam step, interleaved
-repeats), the training memory of each, and the ratios EE / single-exit. Target: both <= 1.10.
+Prints, for the single-exit model, the EE model, and the EE model with
+`checkpoint_exit_heads: true` (earlier exits' CTC heads recomputed in backward): the median
+training-step wall time and process CPU time (forward + backward + Adam step, interleaved
+repeats), the FLOPs of a step (`torch.utils.flop_counter`: deterministic, immune to a busy
+machine), the training memory, and the ratios to the single-exit model. Target: time and memory
+ratios <= 1.10.
 
 Memory on CPU (PyTorch keeps no allocator statistics there): parameters + gradients + Adam
 state + the tensors autograd saves for backward at the end of the forward pass (unique
@@ -36,8 +40,12 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
+VARIANTS = {"single": "[12]", "ee": "[2,4,...,12]", "ee_ckpt": "[2,4,...,12], ckpt heads"}
+
+
 def build(variant: str, vocab: int, device: str):
-    """variant "ee": exits [2,4,...,12]; "single": exits [12] (= ESPnet's model)."""
+    """"ee": exits [2,4,...,12]; "single": exits [12] (= ESPnet's model); "ee_ckpt": "ee" with
+    checkpoint_exit_heads."""
     import argparse as ap
 
     import yaml
@@ -48,6 +56,8 @@ def build(variant: str, vocab: int, device: str):
     if variant == "single":
         config["encoder_conf"]["exit_layers"] = [12]
         config["model_conf"]["exit_weights"] = [1.0]
+    if variant == "ee_ckpt":
+        config["model_conf"]["checkpoint_exit_heads"] = True
     parser = EarlyExitASRTask.get_parser()
     args = parser.parse_args(["--token_list", "none", "--output_dir", "/tmp/unused"])
     for key in ("encoder", "encoder_conf", "decoder", "decoder_conf", "model", "model_conf",
@@ -141,7 +151,7 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--memory_steps", type=int, default=2)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--memory_only", choices=["ee", "single"], help=argparse.SUPPRESS)
+    p.add_argument("--memory_only", choices=list(VARIANTS), help=argparse.SUPPRESS)
     a = p.parse_args()
 
     if a.memory_only:
@@ -152,27 +162,42 @@ def main():
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    models = {v: build(v, a.vocab, a.device) for v in ("single", "ee")}
+    models = {v: build(v, a.vocab, a.device) for v in VARIANTS}
     # identical weights where the architectures overlap
-    models["ee"].load_state_dict(models["single"].state_dict(), strict=False)
+    for v in ("ee", "ee_ckpt"):
+        models[v].load_state_dict(models["single"].state_dict(), strict=False)
     optims = {v: torch.optim.Adam(m.parameters(), lr=1e-4) for v, m in models.items()}
     batch = make_batch(a.batch, a.seconds, a.vocab, a.device)
     params = {v: sum(p.numel() for p in m.parameters()) for v, m in models.items()}
 
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = {}
+    for v, m in models.items():
+        speech, lengths, text, text_len = batch
+        with FlopCounterMode(display=False) as counter:
+            loss, _, _ = m(speech, lengths, text.clone(), text_len)
+            loss.backward()
+        m.zero_grad(set_to_none=True)
+        flops[v] = counter.get_total_flops()
+
     times = {v: [] for v in models}
+    cpu_times = {v: [] for v in models}
     for v in models:  # warm-up
         step(models[v], optims[v], batch)
+    names = list(models)
     for r in range(a.repeats):
-        order = ("single", "ee") if r % 2 == 0 else ("ee", "single")
+        order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
         for v in order:
             sync(a.device)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             step(models[v], optims[v], batch)
             sync(a.device)
             times[v].append(time.perf_counter() - t)
+            cpu_times[v].append(time.process_time() - c)
 
     memory = {}
-    for v in ("single", "ee"):
+    for v in VARIANTS:
         out = subprocess.run(
             [sys.executable, __file__, "--memory_only", v, "--batch", str(a.batch),
              "--seconds", str(a.seconds), "--vocab", str(a.vocab), "--threads", str(a.threads),
@@ -186,22 +211,27 @@ def main():
         else f"CPU, {a.threads} threads"
     )
     med = {v: statistics.median(times[v]) for v in times}
+    cpu = {v: statistics.median(cpu_times[v]) for v in cpu_times}
     print(f"# Training-step overhead of exits ({device_name}; batch {a.batch}, "
           f"longest {a.seconds:g} s, vocab {a.vocab}, {a.repeats} interleaved repeats)")
-    print(f"# config: {CONFIG.relative_to(REPO)}")
-    print("| model | exits | params (M) | step time, median (s) | training memory (MB) "
-          "| of which saved activations (MB) | peak RSS (MB) |")
-    print("|---|---|---|---|---|---|---|")
-    for v, exits in (("single", "[12]"), ("ee", "[2,4,6,8,10,12]")):
-        print(f"| {v} | {exits} | {params[v] / 1e6:.1f} | {med[v]:.3f} | "
-              f"{memory[v]['peak_mb']:.0f} | {memory[v].get('saved_mb', float('nan')):.0f} | "
-              f"{memory[v]['rss_mb']:.0f} |")
-    t_ratio = med["ee"] / med["single"]
-    m_ratio = memory["ee"]["peak_mb"] / memory["single"]["peak_mb"]
-    print(f"step time ratio EE / single: {t_ratio:.3f}  (target <= 1.10: "
-          f"{'met' if t_ratio <= 1.10 else 'NOT met'})")
-    print(f"peak memory ratio EE / single: {m_ratio:.3f}  (target <= 1.10: "
-          f"{'met' if m_ratio <= 1.10 else 'NOT met'}; {memory['ee']['what']})")
+    print(f"# config: {CONFIG.relative_to(REPO)}; memory: {memory['ee']['what']}")
+    print("| model | exits | params (M) | GFLOPs/step | wall s/step (median) | CPU s/step "
+          "| training memory (MB) | saved activations (MB) | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for v, exits in VARIANTS.items():
+        print(f"| {v} | {exits} | {params[v] / 1e6:.1f} | {flops[v] / 1e9:.1f} | {med[v]:.3f} | "
+              f"{cpu[v]:.3f} | {memory[v]['peak_mb']:.0f} | "
+              f"{memory[v].get('saved_mb', float('nan')):.0f} | {memory[v]['rss_mb']:.0f} |")
+    for v in ("ee", "ee_ckpt"):
+        ratios = {
+            "FLOPs": flops[v] / flops["single"],
+            "wall time": med[v] / med["single"],
+            "CPU time": cpu[v] / cpu["single"],
+            "memory": memory[v]["peak_mb"] / memory["single"]["peak_mb"],
+        }
+        print(f"{v} / single: " + ", ".join(
+            f"{k} {r:.3f}" + ("" if k == "FLOPs" else f" ({'met' if r <= 1.10 else 'NOT met'})")
+            for k, r in ratios.items()) + "   (target <= 1.10)")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import editdistance
 import torch
+import torch.utils.checkpoint
 from typeguard import typechecked
 
 from espnet2.asr.ctc import CTC
@@ -55,6 +56,10 @@ class EarlyExitASRModel(ESPnetASRModel):
         exit_decoders: where attention decoders sit when ctc_weight < 1: "per_exit" (the
             paper's AED variant), "shared" (one decoder used at every exit) or "last".
         exit_weights: w_k per exit (default all 1.0).
+        checkpoint_exit_heads: recompute the CTC heads of the earlier exits in the backward pass
+            instead of keeping their (B, T, vocab) log-posteriors: with a large vocabulary
+            (BPE 5000) this saves most of the activation memory the exits add, for one extra
+            head forward per exit.
     """
 
     @typechecked
@@ -74,6 +79,7 @@ class EarlyExitASRModel(ESPnetASRModel):
         share_exit_heads: bool = False,
         exit_decoders: str = "per_exit",
         exit_weights: Optional[List[float]] = None,
+        checkpoint_exit_heads: bool = False,
         ctc_weight: float = 0.5,
         **espnet_model_conf,
     ):
@@ -115,6 +121,7 @@ class EarlyExitASRModel(ESPnetASRModel):
         self.exit_layers: List[int] = list(encoder.exit_layers)
         self.exit_weights = self._check_weights(exit_weights)
         self.share_exit_heads = share_exit_heads
+        self.checkpoint_exit_heads = checkpoint_exit_heads
         self.exit_decoder_mode = exit_decoders
 
         # heads of the exits before the last (the last exit uses self.ctc / self.decoder)
@@ -229,7 +236,13 @@ class EarlyExitASRModel(ESPnetASRModel):
         loss_ctc_total = 0.0
         loss_att_total = None
         for weight, (k, out) in zip(self.exit_weights, exits):
-            loss_ctc = self.ctc_at(k)(out, olens, text, text_lengths)
+            head = self.ctc_at(k)
+            if self.checkpoint_exit_heads and self.training and k != self.exit_layers[-1]:
+                loss_ctc = torch.utils.checkpoint.checkpoint(
+                    head, out, olens, text, text_lengths, use_reentrant=False
+                )
+            else:
+                loss_ctc = head(out, olens, text, text_lengths)
             stats[f"loss_ctc_exit{k}"] = loss_ctc.detach()
             if not self.training:
                 cer, wer = self._ctc_error_rates(self.ctc_at(k), out, olens, text)

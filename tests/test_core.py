@@ -307,3 +307,26 @@ def test_registration_in_a_fresh_interpreter_either_import_order(code):
     out = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_checkpointed_exit_heads_give_the_same_loss_and_gradients(build_model):
+    plain, _ = build_model(config_for("ee_conformer", exit_decoders="last"))
+    ckpt, _ = build_model(config_for("ee_conformer", exit_decoders="last",
+                                     checkpoint_exit_heads=True))
+    ckpt.load_state_dict(plain.state_dict())
+    for m in (plain, ckpt):  # training mode, no dropout, so both passes are deterministic
+        m.train()
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.Dropout):
+                mod.p = 0.0
+    speech, lens, text, text_lens = fake_batch(plain.vocab_size)
+    grads = []
+    for m in (plain, ckpt):
+        torch.manual_seed(0)  # SpecAugment is off in the tiny config; keep RNG equal anyway
+        loss, _, _ = m(speech, lens, text.clone(), text_lens)
+        loss.backward()
+        grads.append((float(loss), m.ctc_at(1).ctc_lo.weight.grad.clone(),
+                      m.encoder.blocks()[0].feed_forward.w_1.weight.grad.clone()))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
+    assert torch.allclose(grads[0][2], grads[1][2], atol=1e-6)
