@@ -238,14 +238,15 @@ class EarlyExitSpeech2Text(Speech2Text):
             f"{'greedy CTC' if self.greedy else 'beam search'}"
         )
 
-    @staticmethod
-    def from_pretrained(model_tag: Optional[str] = None, **kwargs: Any):
-        """Like ``Speech2Text.from_pretrained`` (a model zoo tag or a packed zip)."""
-        if model_tag is not None:
-            from espnet2.utils.pretrained import download_pretrained
+    @classmethod
+    def from_pretrained(
+        cls, model_tag: Optional[str] = None, **kwargs: Any
+    ) -> "EarlyExitSpeech2Text":
+        """Build from a packed model (local .zip, model-zoo name, Hugging Face repo), checked
+        and unpacked safely by `espnet_early_exit.zoo`; without a tag, from the kwargs."""
+        from espnet_early_exit.zoo import from_pretrained
 
-            kwargs.update(download_pretrained(model_tag))
-        return EarlyExitSpeech2Text(**kwargs)
+        return from_pretrained(cls, model_tag, **kwargs)
 
     # ------------------------------------------------------------ set-up
     def _find_model_fs(self) -> Optional[int]:
