@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Connected digits made from the Free Spoken Digit Dataset (local/fsdd_digits.py): 3-7 digits of
 # one speaker per utterance, 16 kHz. Sets train/dev/test (5 speakers) and test_unseen_spk (the
-# sixth). Character tokens; a small early-exit Conformer (--asr_config) on the CPU or one GPU.
+# sixth). Character tokens; an early-exit Conformer from scratch (conf/train_ee_conformer6_ctc.yaml:
+# 6 blocks of d 144, an exit after every block, CTC only; about 25-45 min for 5 epochs on a 2-core
+# CPU) decoded greedily at every exit and with the exit policies. study.sh runs the whole study
+# (EE vs ESPnet interCTC, policies, ...); results: docs/fsdd_study.md.
 #
 #   ./run.sh                                  recordings from ../shared/data/fsdd/recordings (next to the checkout)
 #   ./run.sh --fsdd_dir DIR                   FSDD's recordings/ folder (<digit>_<speaker>_<index>.wav)
 #   ./run.sh --num_train 500 --seed 1         sizes and seed of the generated sets
-#   ./run.sh --asr_config conf/tuning/...     any option of ../../TEMPLATE/asr1/asr.sh (--help)
+#   ./run.sh --workdir /tmp/fsdd              outputs there instead of this directory
+#   ./run.sh --asr_config conf/...            any option of ../../TEMPLATE/asr1/asr.sh (--help)
 #
-# Outputs: data/ dump/ exp/ and the generated audio (downloads/fsdd_digits/) in this directory.
+# Outputs: data/ dump/ exp/ and the generated audio (downloads/fsdd_digits/) in --workdir
+# (default: this directory).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "${here}/../../.." && pwd)"
@@ -46,7 +51,7 @@ exec "${root}/egs2/TEMPLATE/asr1/asr.sh" \
     --valid_set dev \
     --test_sets "test test_unseen_spk" \
     --token_type char \
-    --asr_config "${root}/conf/tuning/train_ee_conformer_tiny.yaml" \
-    --inference_config "${root}/conf/decode_ee_ctc_greedy.yaml" \
-    --exit_policies "entropy:0.1,0.2,0.3 max_posterior:0.8,0.9,0.95 oracle" \
+    --asr_config "${here}/conf/train_ee_conformer6_ctc.yaml" \
+    --inference_config "${here}/conf/decode_ctc_greedy.yaml" \
+    --exit_policies "entropy:0.02,0.05,0.1,0.2 max_posterior:0.9,0.95,0.98,0.99 oracle" \
     "${args[@]+"${args[@]}"}"
