@@ -25,20 +25,18 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import tarfile
 import urllib.error
 import urllib.request
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 logger = logging.getLogger("local.common")
 
 DONE_MARKER = ".done"
-TMP_SUFFIX = ".tmp"
+from espnet_early_exit.fileio import atomic_directory
 KALDI_FILES = ("wav.scp", "text", "utt2spk", "spk2utt")
 
 
@@ -251,35 +249,6 @@ def reused_set(set_dir: Path) -> PreparedSet:
     done = _read_done(set_dir) or {}
     logger.info("%s is complete (%s exists); skipping (use --force to redo)", set_dir, DONE_MARKER)
     return PreparedSet(set_dir, int(done.get("num_utts", 0)), dict(done.get("skipped", {})), True)
-
-
-@contextmanager
-def atomic_directory(final: Path) -> Iterator[Path]:
-    """Yield ``<final>.tmp`` to fill; on success it replaces ``final`` in one rename.
-
-    A stale ``.tmp`` from an interrupted run is removed first. On error the
-    temporary dir is removed and ``final`` is left as it was.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(final.name + TMP_SUFFIX)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        yield tmp
-        if final.exists():
-            old = final.with_name(final.name + ".old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_done_marker(directory: Path, params: Mapping[str, Any], **info: Any) -> None:

@@ -36,7 +36,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import shutil
 import sys
 from collections import Counter
@@ -48,6 +47,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import soundfile
 from tqdm import tqdm
+
+from espnet_early_exit.fileio import atomic_directory
 
 logger = logging.getLogger("espnet_early_exit.bin.format_audio")
 
@@ -244,12 +245,9 @@ def format_data_dir(
         else:
             jobs.append(job)
 
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "data").mkdir(parents=True)
     num_samples: dict[str, int] = {}
-    try:
+    with atomic_directory(out_dir) as tmp:
+        (tmp / "data").mkdir()
         tasks = [(job, str(tmp / "data"), fs, resample, audio_format) for job in jobs]
         # Threads, not processes: decoding/encoding happens in libsndfile/soxr/numpy, which release
         # the GIL (2 threads ~ 2x here), and no worker has to fork a threaded process or re-import ESPnet.
@@ -297,18 +295,6 @@ def format_data_dir(
             json.dumps({"params": params, "counts": dict(sorted(counts.items()))}, indent=1) + "\n",
             encoding="utf-8",
         )
-        if out_dir.exists():
-            old = out_dir.with_name(out_dir.name + ".old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     skipped = {k: v for k, v in counts.items() if k != "written"}
     if skipped:
         logger.warning("%s: skipped %s", data_dir, ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())))
