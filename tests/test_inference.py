@@ -524,6 +524,12 @@ def test_cli_parser_has_espnet_options_and_help():
     assert "--all_exits" in parser.format_help()  # ESPnet's own --help trips on a bare "%"
 
 
+def test_package_exports_the_decoder():
+    import espnet_early_exit
+
+    assert espnet_early_exit.EarlyExitSpeech2Text is EarlyExitSpeech2Text
+
+
 def test_frame_stride_policy(peaky_files):
     dec = s2t(peaky_files, exit_policy="max_posterior", exit_threshold=0.9,
               exit_policy_frame_stride=3, **GREEDY)
