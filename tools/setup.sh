@@ -23,27 +23,22 @@ find_python() {
     for name in python3.12 python3.13 python3; do
         command -v "$name" >/dev/null 2>&1 && candidates+=("$(command -v "$name")")
     done
-    if command -v pyenv >/dev/null 2>&1; then
-        local proot; proot="$(pyenv root)"
-        for d in "$proot"/versions/3.12* "$proot"/versions/3.13*; do
-            [ -x "$d/bin/python3" ] && candidates+=("$d/bin/python3")
-        done
-    fi
+    local proot="${PYENV_ROOT:-$HOME/.pyenv}"
+    command -v pyenv >/dev/null 2>&1 && proot="$(pyenv root)"
+    for d in "$proot"/versions/3.12* "$proot"/versions/3.13*; do
+        [ -x "$d/bin/python3" ] && candidates+=("$d/bin/python3")
+    done
     for c in "${candidates[@]}"; do
         if version_ok "$c"; then echo "$c"; return 0; fi
     done
     return 1
 }
 
-py="$(find_python)" || {
-    echo "ERROR: espnet-early-exit needs Python >=3.12,<3.14 (espnet 202611 requires it)," >&2
-    echo "       and none was found: tried \$PYTHON, python3.13, python3.12, python3 on PATH" >&2
-    echo "       and pyenv's versions. Install one (e.g. 'pyenv install 3.12') or set PYTHON=/path/to/python3.12." >&2
-    exit 1
-}
+# any Python >= 3.11 (tomllib) computes the cache key; the venv itself needs 3.12/3.13
+keypy="$(find_python || command -v python3)"
 
 # the cache key: the dependency pins (the [project] dependencies and extras of pyproject.toml)
-key="$("$py" - "$root/pyproject.toml" <<'PYEOF'
+key="$("$keypy" - "$root/pyproject.toml" <<'PYEOF'
 import hashlib, sys, tomllib
 proj = tomllib.load(open(sys.argv[1], "rb"))["project"]
 pins = repr((proj["dependencies"], proj.get("optional-dependencies", {}), proj["requires-python"]))
@@ -54,6 +49,12 @@ cache="${EEE_CACHE_DIR:-$HOME/.cache/espnet-early-exit}"
 venv="$cache/venv-$key"
 
 if [ ! -f "$venv/.deps-installed" ]; then
+    py="$(find_python)" || {
+        echo "ERROR: espnet-early-exit needs Python >=3.12,<3.14 (espnet 202611 requires it)," >&2
+        echo "       and none was found: tried \$PYTHON, python3.12, python3.13, python3 on PATH" >&2
+        echo "       and pyenv's versions. Install one (e.g. 'pyenv install 3.12') or set PYTHON=/path/to/python3.12." >&2
+        exit 1
+    }
     log "creating $venv with $py ($("$py" --version 2>&1)); installing espnet[asr,train] and torch takes a few minutes"
     rm -rf "$venv"
     mkdir -p "$cache"
