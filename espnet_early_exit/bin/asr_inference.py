@@ -44,6 +44,7 @@ from espnet2.legacy.utils.cli_utils import get_commandline_args
 from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
 from espnet2.utils.types import float_or_none, int_or_none, str2bool, str_or_none
 
+from espnet_early_exit.bin._cli import setup_logging
 from espnet_early_exit.inference import (
     _S2T_PARAMS,
     EarlyExitResult,
@@ -188,10 +189,7 @@ def inference(
         raise NotImplementedError("Word LM is not implemented")
     if ngpu > 1:
         raise NotImplementedError("only single GPU decoding is supported")
-    logging.basicConfig(
-        level=log_level,
-        format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s",
-    )
+    setup_logging(log_level)
     device = "cuda" if ngpu >= 1 else "cpu"
     set_all_random_seed(seed)
 

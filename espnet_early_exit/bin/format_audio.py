@@ -48,6 +48,7 @@ import numpy as np
 import soundfile
 from tqdm import tqdm
 
+from espnet_early_exit.bin._cli import setup_logging
 from espnet_early_exit.fileio import atomic_directory
 
 logger = logging.getLogger("espnet_early_exit.bin.format_audio")
@@ -321,8 +322,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    setup_logging("INFO")
     try:
         format_data_dir(args.data_dir, args.out_dir, args.fs, args.audio_format, args.nj,
                         args.resample, args.skip_bad, args.force)

@@ -13,9 +13,9 @@ See docs/grid.md.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from espnet_early_exit.bin._cli import setup_logging
 from espnet_early_exit.grid import GridRunner, load_grid, write_grid_md
 
 
@@ -34,7 +34,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(cmd=None) -> int:
-    logging.basicConfig(level="INFO", format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    setup_logging("INFO")
     args, recipe_args = get_parser().parse_known_args(cmd)
     if recipe_args and recipe_args[0] == "--":
         recipe_args = recipe_args[1:]
