@@ -23,8 +23,9 @@ What is measured:
    policy's threshold is set half-way between exit 6's confidence and the best of exits 2/4:
    the policy then really evaluates exits 2, 4, 6 and accepts at 6 (checked). The overhead is
    the CTC head + confidence at exits 2 and 4 (a 256x5000 projection each, 0.64 GFLOPs, about
-   3/4 of a block); the table gives that FLOPs floor next to the measured overhead, and
-   the same policies with --frame_stride 4 (confidence from every 4th frame, see
+   3/4 of a block; with --exit_head_rank R a 256xR + Rx5000 one); the table gives that FLOPs
+   floor next to the measured overhead, and the same policies with --frame_stride 4
+   (confidence from every 4th frame, see
    policies.py), which cuts that head cost at the evaluated exits.
 4. Exit 6 vs ESPnet's stock ``Speech2Text`` on the same weights (the stock model: ESPnet's
    ``conformer`` encoder + ``espnet`` model for conv2d; for conv1d4, which stock ESPnet lacks,
@@ -62,12 +63,14 @@ CONFIG = REPO / "conf" / "tuning" / "train_ee_conformer_ls100_conv1d4.yaml"
 EE_ONLY_KEYS = ("encoder.exit_norms.", "exit_ctc_heads.", "exit_att_decoders.")
 
 
-def build_args(front: str, vocab: int, ee: bool, workdir: Path):
+def build_args(front: str, vocab: int, ee: bool, workdir: Path, rank=None):
     from espnet_early_exit.task import EarlyExitASRTask
 
     conf = yaml.safe_load(CONFIG.read_text())
     conf["encoder_conf"]["input_layer"] = front
     conf["model_conf"]["exit_decoders"] = "shared"
+    if ee and rank:
+        conf["model_conf"]["exit_head_rank"] = rank
     conf.pop("specaug", None)
     conf.pop("specaug_conf", None)
     if not ee:
@@ -131,6 +134,8 @@ def main():
     ap.add_argument("--maxlen", type=int, default=30, help="token cap of every beam search")
     ap.add_argument("--peaky", type=float, default=8.0, help="scale of exit 6's CTC head")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--exit_head_rank", type=int, default=None,
+                    help="factorised CTC heads at the exits before the last (model_conf)")
     ap.add_argument("--frame_stride", type=int, default=4,
                     help="also time entropy/max_posterior estimated from every n-th frame")
     ap.add_argument("--timer", choices=["wall", "cpu"], default="wall",
@@ -152,12 +157,13 @@ def main():
 
     K = 6
     work = Path(tempfile.mkdtemp(prefix="bench_ee_"))
-    ee_args = build_args(opts.front, opts.vocab, True, work)
+    ee_args = build_args(opts.front, opts.vocab, True, work, opts.exit_head_rank)
     model = EarlyExitASRTask.build_model(ee_args).eval()
     ee_cfg, ee_pth = save(model, ee_args, work, "ee")
     peaky = copy.deepcopy(model)
     with torch.no_grad():
-        peaky.ctc_at(K).ctc_lo.weight.mul_(opts.peaky)
+        lo = peaky.ctc_at(K).ctc_lo
+        (lo[-1] if isinstance(lo, torch.nn.Sequential) else lo).weight.mul_(opts.peaky)
     pk_cfg, pk_pth = save(peaky, ee_args, work, "ee_peaky")
     del peaky
     stock_args = build_args(opts.front, opts.vocab, False, work)
@@ -253,19 +259,21 @@ def main():
     med = run_interleaved(items, opts.repeats)
 
     full = med[f"enc{exits[-1]}"]
-    head = costs["exits"][-1]["head_gflops"]
+    head = {e["exit"]: e["head_gflops"] for e in costs["exits"]}
     full_gflops = costs["exits"][-1]["gflops"]
     lengths_att = (len(ours_att(wave)[0].token_int), len(stock_att(wave)[0][2]))
     out = []
     p = out.append
-    p(f"# bench_inference: front={opts.front} threads={opts.threads} repeats={opts.repeats} "
+    p(f"# bench_inference: front={opts.front} exit_head_rank={opts.exit_head_rank} "
+      f"threads={opts.threads} repeats={opts.repeats} "
       f"audio={opts.seconds:.0f}s vocab={opts.vocab} timer={opts.timer} "
       f"(random weights, CPU, batch 1; medians)")
     p(f"machine: {os.cpu_count()} CPUs, load average before/after "
       f"{load_before[0]:.1f}/{os.getloadavg()[0]:.1f} (other processes skew wall times)")
     p(f"torch {torch.__version__}; encoder params {costs['encoder_params'] / 1e6:.1f} M; "
       f"full encoder {costs['exits'][-1]['gflops']:.2f} GFLOPs, "
-      f"{full * 1000:.0f} ms; CTC head {costs['exits'][-1]['head_gflops']:.2f} GFLOPs")
+      f"{full * 1000:.0f} ms; CTC head GFLOPs per exit "
+      + ", ".join(f"{k}: {head[k]:.3f}" for k in exits))
     p("")
     p(f"front-end + subsampling: FLOPs share {costs['front_share']:.3f}, "
       f"time share {med['enc0'] / full:.3f} ({med['enc0'] * 1000:.0f} ms)")
@@ -280,8 +288,8 @@ def main():
     p("")
     p(f"Policy overhead, greedy CTC, accepting at exit {K} (exits {[k for k in exits if k <= K]} "
       f"evaluated) vs fixed exit {K} ({med['fixed6_peaky'] * 1000:.0f} ms); target <= 5%; "
-      f"FLOPs floor of 2 extra CTC heads: "
-      f"{2 * head / (share[K] * full_gflops + head) * 100:.1f}%")
+      f"FLOPs floor (the earlier exits' CTC heads): "
+      f"{sum(head[k] for k in exits if k < K) / (share[K] * full_gflops + head[K]) * 100:.1f}%")
     p("| policy | threshold | confidences at 2/4/6 | time ms | overhead |")
     p("|---|---|---|---|---|")
     for name, (th, confs) in thresholds.items():

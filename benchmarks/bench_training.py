@@ -2,12 +2,14 @@
 """Training overhead of exits: the LibriSpeech-100 EE Conformer (6 CTC exits) vs the same
 architecture with one exit (ESPnet's model), on the same batch, side by side in one run.
 
-Prints, for the single-exit model, the EE model, and the EE model with
-`checkpoint_exit_heads: true` (earlier exits' CTC heads recomputed in backward): the median
-training-step wall time and process CPU time (forward + backward + Adam step, interleaved
-repeats), the FLOPs of a step (`torch.utils.flop_counter`: deterministic, immune to a busy
-machine), the training memory, and the ratios to the single-exit model. Target: time and memory
-ratios <= 1.10.
+Prints, for the single-exit model and each EE variant (`--variants`): the median training-step
+wall time and process CPU time (forward + backward + Adam step, interleaved repeats), the FLOPs
+of a step (`torch.utils.flop_counter`: deterministic, immune to a busy machine), the training
+memory, and the ratios to the single-exit model. Target: time and memory ratios <= 1.10.
+
+Variants: "single" (exits [12]: ESPnet's model), "ee" (exits [2,4,...,12], full CTC heads),
+with suffixes "_rank<R>" (`exit_head_rank: R`: factorised earlier-exit heads) and "_eager" or
+"_recompute" (`exit_head_memory`), e.g. "ee_rank64_eager".
 
 Memory on CPU (PyTorch keeps no allocator statistics there): parameters + gradients + Adam
 state + the tensors autograd saves for backward at the end of the forward pass (unique
@@ -40,12 +42,32 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-VARIANTS = {"single": "[12]", "ee": "[2,4,...,12]", "ee_ckpt": "[2,4,...,12], ckpt heads"}
+DEFAULT_VARIANTS = ["single", "ee", "ee_eager", "ee_rank128_eager", "ee_rank64_eager"]
+
+
+def variant_conf(variant: str) -> dict:
+    """model_conf/encoder_conf changes of a variant name (see the module docstring)."""
+    import re
+
+    if variant == "single":
+        return {"exit_layers": [12], "exit_weights": [1.0], "exit_head_rank": None}
+    m = re.fullmatch(r"ee(?:_rank(\d+))?(?:_(eager|recompute))?", variant)
+    if m is None:
+        raise SystemExit(f"--variants: {variant!r} is not single, ee, ee_rank<R>[_eager|_recompute]")
+    return {"exit_head_rank": int(m.group(1)) if m.group(1) else None,
+            "exit_head_memory": m.group(2) or "keep"}
+
+
+def describe(variant: str) -> str:
+    conf = variant_conf(variant)
+    if variant == "single":
+        return "[12]"
+    extra = [f"rank {conf['exit_head_rank']} heads"] if conf["exit_head_rank"] else []
+    extra += [f"{conf['exit_head_memory']} heads"] if conf["exit_head_memory"] != "keep" else []
+    return "[2,4,...,12]" + "".join(", " + e for e in extra)
 
 
 def build(variant: str, vocab: int, device: str):
-    """"ee": exits [2,4,...,12]; "single": exits [12] (= ESPnet's model); "ee_ckpt": "ee" with
-    checkpoint_exit_heads."""
     import argparse as ap
 
     import yaml
@@ -53,11 +75,9 @@ def build(variant: str, vocab: int, device: str):
     from espnet_early_exit.task import EarlyExitASRTask
 
     config = yaml.safe_load(CONFIG.read_text())
-    if variant == "single":
-        config["encoder_conf"]["exit_layers"] = [12]
-        config["model_conf"]["exit_weights"] = [1.0]
-    if variant == "ee_ckpt":
-        config["model_conf"]["checkpoint_exit_heads"] = True
+    for key, value in variant_conf(variant).items():
+        section = "encoder_conf" if key == "exit_layers" else "model_conf"
+        config[section][key] = value
     parser = EarlyExitASRTask.get_parser()
     args = parser.parse_args(["--token_list", "none", "--output_dir", "/tmp/unused"])
     for key in ("encoder", "encoder_conf", "decoder", "decoder_conf", "model", "model_conf",
@@ -151,7 +171,9 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--memory_steps", type=int, default=2)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--memory_only", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS,
+                   help="single first, then EE variants (default: %(default)s)")
+    p.add_argument("--memory_only", help=argparse.SUPPRESS)
     a = p.parse_args()
 
     if a.memory_only:
@@ -162,9 +184,13 @@ def main():
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    models = {v: build(v, a.vocab, a.device) for v in VARIANTS}
+    if a.variants[0] != "single":
+        a.variants.insert(0, "single")
+    for v in a.variants:
+        variant_conf(v)  # bad names fail before any work
+    models = {v: build(v, a.vocab, a.device) for v in a.variants}
     # identical weights where the architectures overlap
-    for v in ("ee", "ee_ckpt"):
+    for v in a.variants[1:]:
         models[v].load_state_dict(models["single"].state_dict(), strict=False)
     optims = {v: torch.optim.Adam(m.parameters(), lr=1e-4) for v, m in models.items()}
     batch = make_batch(a.batch, a.seconds, a.vocab, a.device)
@@ -175,10 +201,14 @@ def main():
     flops = {}
     for v, m in models.items():
         speech, lengths, text, text_len = batch
+        # eager heads do the same arithmetic as "keep" (a gradient pass inside the forward),
+        # but the counter's module hooks cannot follow a nested autograd.grad: count as "keep"
+        memory_mode, m.exit_head_memory = m.exit_head_memory, "keep"
         with FlopCounterMode(display=False) as counter:
             loss, _, _ = m(speech, lengths, text.clone(), text_len)
             loss.backward()
         m.zero_grad(set_to_none=True)
+        m.exit_head_memory = memory_mode
         flops[v] = counter.get_total_flops()
 
     times = {v: [] for v in models}
@@ -197,7 +227,7 @@ def main():
             cpu_times[v].append(time.process_time() - c)
 
     memory = {}
-    for v in VARIANTS:
+    for v in a.variants:
         out = subprocess.run(
             [sys.executable, __file__, "--memory_only", v, "--batch", str(a.batch),
              "--seconds", str(a.seconds), "--vocab", str(a.vocab), "--threads", str(a.threads),
@@ -214,15 +244,16 @@ def main():
     cpu = {v: statistics.median(cpu_times[v]) for v in cpu_times}
     print(f"# Training-step overhead of exits ({device_name}; batch {a.batch}, "
           f"longest {a.seconds:g} s, vocab {a.vocab}, {a.repeats} interleaved repeats)")
-    print(f"# config: {CONFIG.relative_to(REPO)}; memory: {memory['ee']['what']}")
+    print(f"# config: {CONFIG.relative_to(REPO)}; memory: {memory['single']['what']}")
     print("| model | exits | params (M) | GFLOPs/step | wall s/step (median) | CPU s/step "
           "| training memory (MB) | saved activations (MB) | peak RSS (MB) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for v, exits in VARIANTS.items():
+    for v in a.variants:
+        exits = describe(v)
         print(f"| {v} | {exits} | {params[v] / 1e6:.1f} | {flops[v] / 1e9:.1f} | {med[v]:.3f} | "
               f"{cpu[v]:.3f} | {memory[v]['peak_mb']:.0f} | "
               f"{memory[v].get('saved_mb', float('nan')):.0f} | {memory[v]['rss_mb']:.0f} |")
-    for v in ("ee", "ee_ckpt"):
+    for v in a.variants[1:]:
         ratios = {
             "FLOPs": flops[v] / flops["single"],
             "wall time": med[v] / med["single"],

@@ -1,7 +1,8 @@
 """Turn a trained single-exit ESPnet ASR model into the starting point of an early-exit one.
 
 Source: a model trained by `espnet2.bin.asr_train` with a stock encoder (`conformer`,
-`transformer`, `e_branchformer`) and the stock `espnet` model: an experiment dir, a packed zip
+`transformer`, `e_branchformer`) and the stock `espnet` model, or a single-exit `ee_espnet`
+model (`exit_layers: [num_blocks]`, the no-EE baseline): an experiment dir, a packed zip
 (`espnet2.bin.pack asr`) or a config.yaml + model .pth. Output (`out_dir`):
 
     config.yaml    the same architecture with the `ee_*` encoder (exits at `exit_layers`) and
@@ -215,11 +216,29 @@ def convert_config(
         new.pop(key, None)
 
     model = new.get("model") or "espnet"
-    if model != "espnet":
-        raise ValueError(
-            f"model: {model!r}; only the stock `espnet` model can be converted to ee_espnet"
-        )
     encoder = new.get("encoder")
+    if model == "ee_espnet" and encoder in ENCODER_MAP.values():
+        # a single-exit early-exit model (the no-EE baseline trained through the same code)
+        src_enc = new.get("encoder_conf") or {}
+        src_exits = list(src_enc.get("exit_layers") or [])
+        stock = {v: k for k, v in ENCODER_MAP.items()}[encoder]
+        src_blocks = src_enc.get("num_blocks")
+        if src_blocks is None:
+            src_blocks = _stock_encoder_default(stock, "num_blocks")
+        if src_exits != [int(src_blocks)]:
+            raise ValueError(
+                f"encoder_conf.exit_layers: {src_exits}; an ee_espnet source must be a "
+                f"single-exit model (exit_layers: [{src_blocks}])"
+            )
+        src_model_conf = new.get("model_conf") or {}
+        for key in ("exit_weights", "share_exit_heads", "exit_decoders"):
+            src_model_conf.pop(key, None)  # chosen anew for the exits being added
+        encoder = new["encoder"] = stock
+    elif model != "espnet":
+        raise ValueError(
+            f"model: {model!r}; only the stock `espnet` model or a single-exit `ee_espnet` "
+            "model can be converted to ee_espnet"
+        )
     if encoder not in ENCODER_MAP:
         raise ValueError(
             f"encoder: {encoder!r} has no early-exit version; supported: "

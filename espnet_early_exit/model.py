@@ -36,6 +36,60 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet_early_exit.encoders.exits import EncoderState, MultiExitEncoder
 
 EXIT_DECODER_MODES = ("per_exit", "shared", "last")
+EXIT_HEAD_MEMORY_MODES = ("keep", "eager", "recompute")
+# eager exit heads compute their gradients with this seed (a power of 2, so exact in float32)
+# and divide it out again: under float16 autocast the small CTC gradients then do not underflow
+_EAGER_GRAD_SCALE = 1024.0
+
+
+class LowRankProjection(torch.nn.Sequential):
+    """D -> rank -> vocab: a factorised output layer (Sainath et al., ICASSP 2013) for an
+    exit's CTC head; (D + vocab) * rank weights instead of D * vocab."""
+
+    def __init__(self, in_features: int, rank: int, out_features: int):
+        super().__init__(
+            torch.nn.Linear(in_features, rank, bias=False),
+            torch.nn.Linear(rank, out_features),
+        )
+        self.in_features, self.rank, self.out_features = in_features, rank, out_features
+
+
+def _same(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+class _EagerGradLoss(torch.autograd.Function):
+    """A scalar loss whose gradients (w.r.t. its input and the parameters) are computed in the
+    forward pass; backward only scales them by the incoming gradient. Exact, because the
+    training loss is linear in this loss, and nothing of size (B, T, vocab) is kept.
+
+    apply(fn, n_params, x, *params, *args): loss = fn(x, *args); fn uses `params`.
+    """
+
+    @staticmethod
+    def forward(ctx, fn, n_params, x, *rest):
+        params, args = rest[:n_params], rest[n_params:]
+        # the inner graph lives only in here: identity hooks keep any saved-tensor hooks of the
+        # caller (offloading, memory accounting) away from it
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_same, _same):
+            x_in = x.detach().requires_grad_(True)
+            loss = fn(x_in, *args)
+            if loss.dim() != 0:
+                raise ValueError("exit_head_memory: eager needs a scalar CTC loss (ctc_conf reduce)")
+            seed = torch.full_like(loss, _EAGER_GRAD_SCALE)
+            wrt = [x_in] + [p for p in params]
+            grads = torch.autograd.grad(loss, wrt, seed, allow_unused=True)
+        ctx.has_grad = [g is not None for g in grads]
+        ctx.n_args = len(args)
+        ctx.save_for_backward(*[g for g in grads if g is not None])
+        return loss.detach()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        saved = iter(ctx.saved_tensors)
+        scale = grad_out / _EAGER_GRAD_SCALE
+        grads = [next(saved) * scale if has else None for has in ctx.has_grad]
+        return (None, None) + tuple(grads) + (None,) * ctx.n_args
 
 
 def _fresh_copy(module: torch.nn.Module) -> torch.nn.Module:
@@ -56,10 +110,15 @@ class EarlyExitASRModel(ESPnetASRModel):
         exit_decoders: where attention decoders sit when ctc_weight < 1: "per_exit" (the
             paper's AED variant), "shared" (one decoder used at every exit) or "last".
         exit_weights: w_k per exit (default all 1.0).
-        checkpoint_exit_heads: recompute the CTC heads of the earlier exits in the backward pass
-            instead of keeping their (B, T, vocab) log-posteriors: with a large vocabulary
-            (BPE 5000) this saves most of the activation memory the exits add, for one extra
-            head forward per exit.
+        exit_head_rank: if set, the earlier exits' CTC heads are factorised, D -> rank ->
+            vocab (`LowRankProjection`), instead of a full D x vocab layer; the last exit keeps
+            ESPnet's full head. With BPE 5000 and D 256 a full head is 2.9% of a 12-block
+            Conformer's training FLOPs per exit, a rank-64 head 0.8%.
+        exit_head_memory: what the earlier exits' CTC heads keep for the backward pass:
+            "keep" (autograd's usual (B, T, vocab) log-posteriors), "eager" (their gradients
+            are computed in the forward pass, exactly, and only those are kept: (B, T, D) and
+            the head's weights; no extra compute) or "recompute" (torch.utils.checkpoint:
+            one extra head forward per exit).
     """
 
     @typechecked
@@ -79,7 +138,8 @@ class EarlyExitASRModel(ESPnetASRModel):
         share_exit_heads: bool = False,
         exit_decoders: str = "per_exit",
         exit_weights: Optional[List[float]] = None,
-        checkpoint_exit_heads: bool = False,
+        exit_head_rank: Optional[int] = None,
+        exit_head_memory: str = "keep",
         ctc_weight: float = 0.5,
         **espnet_model_conf,
     ):
@@ -98,6 +158,19 @@ class EarlyExitASRModel(ESPnetASRModel):
                 f"model_conf.ctc_weight: {ctc_weight} must be in (0, 1]: every exit has a "
                 "CTC head (exit policies read its posteriors)"
             )
+        if exit_head_memory not in EXIT_HEAD_MEMORY_MODES:
+            raise ValueError(
+                f"model_conf.exit_head_memory: {exit_head_memory!r} is not one of "
+                f"{', '.join(EXIT_HEAD_MEMORY_MODES)}"
+            )
+        if exit_head_rank is not None:
+            if share_exit_heads:
+                raise ValueError(
+                    "model_conf.exit_head_rank: needs per-exit heads (share_exit_heads: false): "
+                    "the shared head is the last exit's full head"
+                )
+            if int(exit_head_rank) < 1:
+                raise ValueError(f"model_conf.exit_head_rank: {exit_head_rank} is not a rank >= 1")
         if exit_decoders not in EXIT_DECODER_MODES:
             raise ValueError(
                 f"model_conf.exit_decoders: {exit_decoders!r} is not one of "
@@ -121,21 +194,29 @@ class EarlyExitASRModel(ESPnetASRModel):
         self.exit_layers: List[int] = list(encoder.exit_layers)
         self.exit_weights = self._check_weights(exit_weights)
         self.share_exit_heads = share_exit_heads
-        self.checkpoint_exit_heads = checkpoint_exit_heads
+        self.exit_head_rank = exit_head_rank
+        self.exit_head_memory = exit_head_memory
         self.exit_decoder_mode = exit_decoders
 
         # heads of the exits before the last (the last exit uses self.ctc / self.decoder)
         self.exit_ctc_heads = torch.nn.ModuleDict()
         if not share_exit_heads:
             for k in self.exit_layers[:-1]:
-                self.exit_ctc_heads[str(k)] = _fresh_copy(self.ctc)
+                head = _fresh_copy(self.ctc)
+                if exit_head_rank is not None:
+                    full = self.ctc.ctc_lo
+                    head.ctc_lo = LowRankProjection(
+                        full.in_features, int(exit_head_rank), full.out_features
+                    )
+                self.exit_ctc_heads[str(k)] = head
         self.exit_att_decoders = torch.nn.ModuleDict()
         if self.decoder is not None and exit_decoders == "per_exit":
             for k in self.exit_layers[:-1]:
                 self.exit_att_decoders[str(k)] = _fresh_copy(self.decoder)
         logging.info(
             f"ee_espnet: exits {self.exit_layers}, weights {self.exit_weights}, "
-            f"{'shared' if share_exit_heads else 'per-exit'} CTC heads, decoders: "
+            f"{'shared' if share_exit_heads else 'per-exit'} CTC heads"
+            f"{f' (earlier exits rank {exit_head_rank})' if exit_head_rank else ''}, decoders: "
             f"{exit_decoders if self.decoder is not None else 'none'}"
         )
 
@@ -237,7 +318,13 @@ class EarlyExitASRModel(ESPnetASRModel):
         loss_att_total = None
         for weight, (k, out) in zip(self.exit_weights, exits):
             head = self.ctc_at(k)
-            if self.checkpoint_exit_heads and self.training and k != self.exit_layers[-1]:
+            mode = self.exit_head_memory if k != self.exit_layers[-1] else "keep"
+            if mode == "eager" and self.training and torch.is_grad_enabled():
+                params = [p for p in head.parameters() if p.requires_grad]
+                loss_ctc = _EagerGradLoss.apply(
+                    head, len(params), out, *params, olens, text, text_lengths
+                )
+            elif mode == "recompute" and self.training and torch.is_grad_enabled():
                 loss_ctc = torch.utils.checkpoint.checkpoint(
                     head, out, olens, text, text_lengths, use_reentrant=False
                 )

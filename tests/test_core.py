@@ -309,24 +309,97 @@ def test_registration_in_a_fresh_interpreter_either_import_order(code):
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
-def test_checkpointed_exit_heads_give_the_same_loss_and_gradients(build_model):
-    plain, _ = build_model(config_for("ee_conformer", exit_decoders="last"))
-    ckpt, _ = build_model(config_for("ee_conformer", exit_decoders="last",
-                                     checkpoint_exit_heads=True))
-    ckpt.load_state_dict(plain.state_dict())
-    for m in (plain, ckpt):  # training mode, no dropout, so both passes are deterministic
+@pytest.mark.parametrize("mode", ["eager", "recompute"])
+@pytest.mark.parametrize("share", [False, True])
+def test_exit_head_memory_modes_give_the_same_loss_and_gradients(build_model, mode, share):
+    plain, _ = build_model(config_for("ee_conformer", exit_decoders="last",
+                                      share_exit_heads=share))
+    other, _ = build_model(config_for("ee_conformer", exit_decoders="last",
+                                      share_exit_heads=share, exit_head_memory=mode))
+    other.load_state_dict(plain.state_dict())
+    for m in (plain, other):  # training mode, no dropout, so both passes are deterministic
         m.train()
         for mod in m.modules():
             if isinstance(mod, torch.nn.Dropout):
                 mod.p = 0.0
     speech, lens, text, text_lens = fake_batch(plain.vocab_size)
     grads = []
-    for m in (plain, ckpt):
+    for m in (plain, other):
         torch.manual_seed(0)  # SpecAugment is off in the tiny config; keep RNG equal anyway
         loss, _, _ = m(speech, lens, text.clone(), text_lens)
-        loss.backward()
+        (0.7 * loss).backward()  # a scale, as a grad scaler or loss weight would apply
         grads.append((float(loss), m.ctc_at(1).ctc_lo.weight.grad.clone(),
+                      m.ctc_at(1).ctc_lo.bias.grad.clone(),
                       m.encoder.blocks()[0].feed_forward.w_1.weight.grad.clone()))
     assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
-    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
-    assert torch.allclose(grads[0][2], grads[1][2], atol=1e-6)
+    for a, b in zip(grads[0][1:], grads[1][1:]):
+        assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()
+    assert grads[0][1].abs().sum() > 0
+
+
+def test_eager_exit_heads_keep_no_vocab_sized_tensor(build_model):
+    """What autograd keeps for backward: with "eager" no (B, T, vocab) tensor of an earlier
+    exit (only the last exit's, as in ESPnet's single-exit model)."""
+    shapes = {}
+    for mode in ("keep", "eager"):
+        model, _ = build_model(config_for("ee_conformer", exit_decoders="last",
+                                          exit_head_memory=mode))
+        model.train()
+        speech, lens, text, text_lens = fake_batch(model.vocab_size)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t,
+                                                      lambda t: t):
+            model(speech, lens, text.clone(), text_lens)
+        shapes[mode] = [s for s in saved if len(s) == 3 and s[-1] == model.vocab_size]
+    assert len(shapes["keep"]) > len(shapes["eager"]) > 0
+    # one exit's worth (the last) remains
+    n_exits = 4
+    assert len(shapes["keep"]) == n_exits * len(shapes["eager"])
+
+
+def test_low_rank_exit_heads(build_model, tmp_path):
+    from espnet_early_exit.model import LowRankProjection
+
+    model, _ = build_model(config_for("ee_conformer", exit_decoders="last", exit_head_rank=3))
+    for k in (1, 2, 3):
+        lo = model.ctc_at(k).ctc_lo
+        assert isinstance(lo, LowRankProjection)
+        assert lo[0].weight.shape == (3, lo.in_features)
+        assert lo[1].weight.shape == (model.vocab_size, 3)
+    assert isinstance(model.ctc_at(4).ctc_lo, torch.nn.Linear)  # the last exit: ESPnet's head
+    model.train()
+    speech, lens, text, text_lens = fake_batch(model.vocab_size)
+    loss, stats, _ = model(speech, lens, text.clone(), text_lens)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for p in model.ctc_at(1).ctc_lo.parameters())
+    assert "loss_ctc_exit1" in stats
+    with pytest.raises(ValueError, match="exit_head_rank"):
+        build_model(config_for("ee_conformer", share_exit_heads=True, exit_head_rank=3))
+    with pytest.raises(ValueError, match="exit_head_rank"):
+        build_model(config_for("ee_conformer", exit_head_rank=0))
+    with pytest.raises(ValueError, match="exit_head_memory"):
+        build_model(config_for("ee_conformer", exit_head_memory="checkpoint"))
+
+
+def test_eager_exit_heads_under_autocast(build_model):
+    """Mixed precision (use_amp: the LibriSpeech configs): eager heads give the gradients of
+    the usual backward, within bfloat16's precision."""
+    plain, _ = build_model(config_for("ee_conformer", exit_decoders="last"))
+    eager, _ = build_model(config_for("ee_conformer", exit_decoders="last",
+                                      exit_head_memory="eager"))
+    eager.load_state_dict(plain.state_dict())
+    speech, lens, text, text_lens = fake_batch(plain.vocab_size)
+    grads = []
+    for m in (plain, eager):
+        m.train()
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.Dropout):
+                mod.p = 0.0
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _, _ = m(speech, lens, text.clone(), text_lens)
+        loss.backward()
+        grads.append(m.ctc_at(1).ctc_lo.weight.grad.float())
+        assert m.ctc_at(1).ctc_lo.weight.grad.dtype == torch.float32
+    rel = (grads[0] - grads[1]).norm() / grads[0].norm()
+    assert rel < 0.05, rel

@@ -206,6 +206,32 @@ def test_exp_dir_to_early_exit_model_reproduces_the_source(stock_exp, tmp_path, 
     assert ee.ctc_at(1) is not ee.ctc  # ... but are their own modules
 
 
+def test_single_exit_early_exit_model_as_source(stock_exp, tmp_path, monkeypatch):
+    """The no-EE baseline trained through our own code (ee_espnet, exit_layers [N]) is a
+    source too; a model that already has several exits is refused."""
+    import shutil
+
+    from espnet_early_exit.finetune import add_exits, convert_config
+
+    monkeypatch.chdir(stock_exp)
+    src = stock_exp / "exp" / "asr"
+    single = tmp_path / "asr_single"
+    single.mkdir()
+    config = convert_config(yaml.safe_load((src / "config.yaml").read_text()), [3],
+                            exit_decoders="last")
+    (single / "config.yaml").write_text(yaml.safe_dump(config))
+    shutil.copyfile(src / "valid.acc.ave.pth", single / "valid.acc.ave.pth")
+    report = add_exits(single, [1, 2, 3], tmp_path / "ee_init")
+    assert report["verified_max_abs_diff"] < 1e-5 and report["fresh"] == []
+    assert any(k.startswith("exit_ctc_heads.1.") for k in report["copied"])
+    new = yaml.safe_load((tmp_path / "ee_init" / "config.yaml").read_text())
+    assert new["encoder"] == "ee_conformer" and new["encoder_conf"]["exit_layers"] == [1, 2, 3]
+
+    multi = convert_config(yaml.safe_load((src / "config.yaml").read_text()), [2, 3])
+    with pytest.raises(ValueError, match=r"exit_layers: \[2, 3\].*single-exit"):
+        convert_config(multi, [1, 2, 3])
+
+
 def test_fresh_and_shared_heads(stock_exp, tmp_path, monkeypatch):
     from espnet_early_exit.finetune import add_exits
 
@@ -297,7 +323,7 @@ def test_bad_requests_are_clear_errors(stock_exp, tmp_path, monkeypatch):
         convert_config({**config, "encoder": "rnn"}, [3])
     with pytest.raises(ValueError, match="every exit needs a CTC head"):
         convert_config({**config, "model_conf": {"ctc_weight": 0.0}}, [3])
-    with pytest.raises(ValueError, match="only the stock `espnet` model"):
+    with pytest.raises(ValueError, match="only the stock `espnet` model or a single-exit"):
         convert_config({**config, "model": "maskctc"}, [3])
 
 

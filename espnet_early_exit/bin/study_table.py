@@ -140,9 +140,14 @@ def _wer(r: Optional[ScoredDir]) -> str:
     return "-" if r is None or r.wer is None else f"{r.wer['wer']:.2f}"
 
 
-def per_exit_table(models: List[Tuple[str, Path]], test_set: str) -> List[str]:
-    rows = {name: {r.exit: r for r in collect_results(exp)
-                   if r.test_set == test_set and r.is_fixed} for name, exp in models}
+Model = Tuple[str, List[Path]]  # a table row: its name and the experiment dir(s) that fill it
+
+
+def per_exit_table(models: List[Model], test_set: str) -> List[str]:
+    """One row per model, a column per exit; a row made of several experiments (e.g. one
+    single-exit model per depth) takes each exit from the experiment that has it."""
+    rows = {name: {r.exit: r for exp in exps for r in collect_results(exp)
+                   if r.test_set == test_set and r.is_fixed} for name, exps in models}
     exits = sorted({k for v in rows.values() for k in v})
     if not exits:
         return [f"(no results for {test_set})", ""]
@@ -153,9 +158,13 @@ def per_exit_table(models: List[Tuple[str, Path]], test_set: str) -> List[str]:
     return out + [""]
 
 
-def cost_table(models: List[Tuple[str, Path]]) -> List[str]:
+def cost_table(models: List[Model]) -> List[str]:
     """GFLOPs and share of the full encoder per exit (exit_costs.json), one row per model."""
-    costs = {name: load_exit_costs(exp) for name, exp in models}
+    costs = {}
+    for name, exps in models:
+        costs[name] = {}
+        for exp in exps:
+            costs[name].update(load_exit_costs(exp))
     exits = sorted({k for c in costs.values() for k in c})
     if not exits:
         return []
@@ -221,14 +230,14 @@ def budget_table(exp: Path, dev: str, test: str, policies: Sequence[str],
     return out + [""]
 
 
-def make_tables(models: List[Tuple[str, Path]], policy_exp: Optional[Path],
+def make_tables(models: List[Model], policy_exps: Sequence[Path],
                 test_sets: Sequence[str], dev: str, policies: Sequence[str],
                 budgets: Sequence[float], times: Optional[Path]) -> str:
     md: List[str] = ["# FSDD early-exit study: measured tables", ""]
     for ts in test_sets:
         md += [f"## Greedy CTC WER % per exit, {ts}", ""] + per_exit_table(models, ts)
     md += ["## Encoder compute per exit", ""] + cost_table(models)
-    if policy_exp is not None:
+    for policy_exp in policy_exps:
         for ts in (dev,) + tuple(t for t in test_sets if t != dev):
             if any(r.test_set == ts and not r.is_fixed for r in collect_results(policy_exp)):
                 md += [f"## Exit policies, {policy_exp.name}, {ts}", ""] + policy_table(policy_exp, ts)
@@ -255,9 +264,11 @@ def get_parser() -> argparse.ArgumentParser:
     c.add_argument("--verify_wav_scp", type=Path, default=None,
                    help="check the equivalence on the first utterance of this wav.scp")
     t = sub.add_parser("tables", help="markdown tables of the study")
-    t.add_argument("--model", action="append", default=[], metavar="NAME=EXP_DIR",
-                   help="a row of the per-exit tables (repeat)")
-    t.add_argument("--policy_exp", type=Path, default=None)
+    t.add_argument("--model", action="append", default=[], metavar="NAME=EXP_DIR[,EXP_DIR...]",
+                   help="a row of the per-exit tables (repeat); several comma-separated dirs "
+                        "fill one row, each exit from the dir that has it")
+    t.add_argument("--policy_exp", type=Path, action="append", default=[],
+                   help="policy and budget tables for this experiment (repeat)")
     t.add_argument("--test_sets", nargs="+", default=["test", "test_unseen_spk"])
     t.add_argument("--dev", default="dev")
     t.add_argument("--policies", nargs="+",
@@ -276,14 +287,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         atomic_write_text(args.out_exp / "equivalence.json", json.dumps(rep, indent=1) + "\n")
         print(json.dumps(rep, indent=1))
         return 0 if rep.get("identical", True) else 1
-    models = []
+    models: List[Model] = []
     for m in args.model:
-        name, _, path = m.partition("=")
-        if Path(path).is_dir():
-            models.append((name, Path(path)))
+        name, _, paths = m.partition("=")
+        dirs = []
+        for path in filter(None, paths.split(",")):
+            if Path(path).is_dir():
+                dirs.append(Path(path))
+            else:
+                logging.warning("%s: no experiment dir %s (left out)", name, path)
+        if dirs:
+            models.append((name, dirs))
+    policy_exps = []
+    for p in args.policy_exp:
+        if p.is_dir():
+            policy_exps.append(p)
         else:
-            logging.warning("%s: no experiment dir %s (left out)", name, path)
-    text = make_tables(models, args.policy_exp, args.test_sets, args.dev, args.policies,
+            logging.warning("no experiment dir %s (its policy tables are left out)", p)
+    text = make_tables(models, policy_exps, args.test_sets, args.dev, args.policies,
                        args.budgets, args.times)
     atomic_write_text(args.out, text + "\n")
     print(text)

@@ -15,16 +15,19 @@
 #             the equivalence with stock model.encode is checked on one utterance)
 #   policies  the EE model's exit policies on dev and test (--policies), for RESULTS.md and the
 #             budget table (threshold chosen on dev, reported on test)
-#   single    single-exit models with 2 and 6 blocks (conf/train_single_conformer{2,6}_ctc.yaml)
-#   ft        EE fine-tuned from the single-exit 6-block model (add_exits, then --init_param)
-#   conv1d4   the EE model with the light conv1d4 front
+#   single    single-exit (no-EE) baselines, one model per depth in --single_depths
+#             (conf/train_single_conformer6_ctc.yaml with num_blocks and exit_layers set to N)
+#   ft        EE fine-tuned from the single-exit 6-block model (add_exits, then --init_param;
+#             --ft_epochs epochs)
+#   conv1d4   the EE model with the light conv1d4 front, and its exit policies on dev and test
 #   tables    <workdir>/study_results.md (or --out)
 # Default parts: prep ee interctc decode policies tables (add "single ft conv1d4" for the rest).
 #
 # Options: --fsdd_dir DIR (FSDD recordings/), --workdir DIR (data/ dump/ exp/ go here; default
 # /tmp/fsdd_study), --epochs N (every model; default 5), --num_train N (2000), --threads N
 # (torch threads per training; default 2), --concurrent true (train ee and interctc at the same
-# time with 1 thread each instead of one after the other), --policies "...", --out FILE.
+# time with 1 thread each instead of one after the other), --policies "...", --out FILE,
+# --single_depths "1 2 3 4 5 6" (part single), --ft_epochs N (part ft; default 3).
 # Wall times of every part go to <workdir>/study_times.tsv and into the tables.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,6 +39,8 @@ epochs=5
 num_train=2000
 threads=2
 concurrent=false
+single_depths="1 2 3 4 5 6"
+ft_epochs=3
 parts="prep ee interctc decode policies tables"
 policies="entropy:0.01,0.02,0.03,0.05,0.08,0.15 max_posterior:0.9,0.95,0.98 nbest_posterior:0.9,0.99 oracle"
 out=
@@ -49,8 +54,10 @@ while [ $# -gt 0 ]; do
         --concurrent) concurrent=$2; shift 2 ;;
         --parts) parts=$2; shift 2 ;;
         --policies) policies=$2; shift 2 ;;
+        --single_depths) single_depths=$2; shift 2 ;;
+        --ft_epochs) ft_epochs=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         *) echo "study.sh: unknown option $1 (--help)" >&2; exit 2 ;;
     esac
 done
@@ -75,10 +82,10 @@ timed() {  # name command...: run, append "name<TAB>seconds" to the times file
     printf '%s\t%s\n' "${name}" "$(( $(date +%s) - s ))" >>"${times}"
     log "part ${name}: $(( $(date +%s) - s )) s"
 }
-train() {  # tag config nthreads [extra asr_train options]
-    local tag=$1 cfg=$2 nt=$3 extra=${4:-}
+train() {  # tag config nthreads [extra asr_train options] [epochs]
+    local tag=$1 cfg=$2 nt=$3 extra=${4:-} ep=${5:-${epochs}}
     OMP_NUM_THREADS=${nt} MKL_NUM_THREADS=${nt} recipe --stage 11 --stop_stage 11 \
-        --asr_config "${cfg}" --asr_tag "${tag}" --asr_args "--max_epoch ${epochs}${extra:+ ${extra}}"
+        --asr_config "${cfg}" --asr_tag "${tag}" --asr_args "--max_epoch ${ep}${extra:+ ${extra}}"
 }
 decode() {  # exp test_sets exit_policies
     recipe --stage 12 --stop_stage 13 --asr_exp "$1" --test_sets "$2" --exit_policies "$3"
@@ -112,8 +119,11 @@ if has policies; then
     timed policies decode "${exp}/asr_ee6" "dev test" "${policies}"
 fi
 if has single; then
-    for n in 6 2; do
-        timed "single${n}_${threads}threads" train "single${n}" "${conf}/train_single_conformer${n}_ctc.yaml" "${threads}"
+    for n in ${single_depths}; do
+        _extra=""
+        [ "${n}" = 6 ] || _extra="--encoder_conf num_blocks=${n} --encoder_conf exit_layers=[${n}]"
+        timed "single${n}_${threads}threads" train "single${n}" "${conf}/train_single_conformer6_ctc.yaml" \
+            "${threads}" "${_extra}"
         timed "decode_single${n}" decode "${exp}/asr_single${n}" "test test_unseen_spk" ""
     done
 fi
@@ -121,23 +131,23 @@ if has ft; then
     [ -f "${exp}/asr_single6/.train.done" ] || { log "ft needs the single6 model (part single)"; exit 1; }
     timed ft_add_exits "${python}" -m espnet_early_exit.bin.add_exits --src "${exp}/asr_single6" \
         --exit_layers 1 2 3 4 5 6 --out_dir "${exp}/ee6_ft_init"
-    timed "ee_ft_${threads}threads" train ee6_ft "${exp}/ee6_ft_init/config.yaml" "${threads}" \
-        "--init_param ${exp}/ee6_ft_init/init.pth"
-    timed decode_ee_ft decode "${exp}/asr_ee6_ft" "test test_unseen_spk" ""
+    timed "ee_ft_${ft_epochs}epochs_${threads}threads" train ee6_ft "${exp}/ee6_ft_init/config.yaml" "${threads}" \
+        "--init_param ${exp}/ee6_ft_init/init.pth" "${ft_epochs}"
+    timed decode_ee_ft decode "${exp}/asr_ee6_ft" "dev test test_unseen_spk" ""
 fi
 if has conv1d4; then
     timed "ee_conv1d4_${threads}threads" train ee6_conv1d4 "${conf}/train_ee_conformer6_ctc_conv1d4.yaml" "${threads}"
-    timed decode_ee_conv1d4 decode "${exp}/asr_ee6_conv1d4" "test test_unseen_spk" ""
+    timed decode_ee_conv1d4 decode "${exp}/asr_ee6_conv1d4" "dev test test_unseen_spk" ""
+    timed policies_conv1d4 decode "${exp}/asr_ee6_conv1d4" "dev test" "${policies}"
 fi
 if has tables; then
     "${python}" -m espnet_early_exit.bin.study_table tables --out "${out}" --times "${times}" \
         --test_sets test test_unseen_spk dev \
         --model "EE from scratch (per-exit norm+head)=${exp}/asr_ee6" \
         --model "ESPnet interCTC (shared norm+head)=${exp}/asr_interctc6_as_ee" \
-        --model "single-exit 6 blocks=${exp}/asr_single6" \
-        --model "single-exit 2 blocks=${exp}/asr_single2" \
+        --model "single-exit baselines (one model per depth)=$(for n in ${single_depths}; do printf '%s,' "${exp}/asr_single${n}"; done)" \
         --model "EE fine-tuned from single-exit 6=${exp}/asr_ee6_ft" \
         --model "EE from scratch, conv1d4 front=${exp}/asr_ee6_conv1d4" \
-        --policy_exp "${exp}/asr_ee6"
+        --policy_exp "${exp}/asr_ee6" --policy_exp "${exp}/asr_ee6_conv1d4"
     log "tables: ${out}"
 fi
