@@ -27,7 +27,8 @@
 # /tmp/fsdd_study), --epochs N (every model; default 5), --num_train N (2000), --threads N
 # (torch threads per training; default 2), --concurrent true (train ee and interctc at the same
 # time with 1 thread each instead of one after the other), --policies "...", --out FILE,
-# --single_depths "1 2 3 4 5 6" (part single), --ft_epochs N (part ft; default 3).
+# --single_depths "1 2 3 4 5 6" (part single), --ft_epochs N (part ft; default 3), --num_eval N
+# (utterances of dev, test and test_unseen_spk each; default 200).
 # Wall times of every part go to <workdir>/study_times.tsv and into the tables.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -37,6 +38,7 @@ fsdd_dir="${root}/../shared/data/fsdd/recordings"
 workdir=/tmp/fsdd_study
 epochs=5
 num_train=2000
+num_eval=200
 threads=2
 concurrent=false
 single_depths="1 2 3 4 5 6"
@@ -50,6 +52,7 @@ while [ $# -gt 0 ]; do
         --workdir) workdir=$2; shift 2 ;;
         --epochs) epochs=$2; shift 2 ;;
         --num_train) num_train=$2; shift 2 ;;
+        --num_eval) num_eval=$2; shift 2 ;;
         --threads) threads=$2; shift 2 ;;
         --concurrent) concurrent=$2; shift 2 ;;
         --parts) parts=$2; shift 2 ;;
@@ -57,7 +60,7 @@ while [ $# -gt 0 ]; do
         --single_depths) single_depths=$2; shift 2 ;;
         --ft_epochs) ft_epochs=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
         *) echo "study.sh: unknown option $1 (--help)" >&2; exit 2 ;;
     esac
 done
@@ -71,6 +74,7 @@ times="${workdir}/study_times.tsv"
 has() { [[ " ${parts} " == *" $1 "* ]]; }
 log() { echo "$(date -u +%FT%T) (study.sh) $*"; }
 recipe() { "${here}/run.sh" --fsdd_dir "${fsdd_dir}" --workdir "${workdir}" --num_train "${num_train}" \
+    --num_dev "${num_eval}" --num_test "${num_eval}" --num_test_unseen "${num_eval}" \
     --inference_config "${conf}/decode_ctc_greedy.yaml" "$@"; }
 timed() {  # name command...: run, append "name<TAB>seconds" to the times file
     local name=$1 s rc=0
