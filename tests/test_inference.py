@@ -23,7 +23,8 @@ GREEDY = dict(beam_size=1, ctc_weight=1.0)
 
 
 def make_model_dir(
-    root: Path, exit_decoders="per_exit", peaky_exit=None, seed=0, input_layer="conv2d"
+    root: Path, exit_decoders="per_exit", peaky_exit=None, seed=0, input_layer="conv2d",
+    **model_conf,
 ):
     """config.yaml + model.pth of a random tiny model; `peaky_exit`'s CTC head is scaled up
     so that its posteriors are sure (a dynamic policy then accepts there)."""
@@ -32,6 +33,7 @@ def make_model_dir(
     root.mkdir(parents=True, exist_ok=True)
     conf = yaml.safe_load(TINY.read_text())
     conf["model_conf"]["exit_decoders"] = exit_decoders
+    conf["model_conf"].update(model_conf)
     conf["encoder_conf"]["input_layer"] = input_layer
     train_yaml = root / "train.yaml"
     train_yaml.write_text(yaml.safe_dump(conf))
@@ -43,7 +45,8 @@ def make_model_dir(
     model = EarlyExitASRTask.build_model(args)
     if peaky_exit is not None:
         with torch.no_grad():
-            model.ctc_at(peaky_exit).ctc_lo.weight.mul_(40.0)
+            lo = model.ctc_at(peaky_exit).ctc_lo
+            (lo[-1] if isinstance(lo, torch.nn.Sequential) else lo).weight.mul_(40.0)
     (root / "config.yaml").write_text(yaml.safe_dump(vars(args)))
     torch.save(model.state_dict(), root / "model.pth")
     return str(root / "config.yaml"), str(root / "model.pth")
@@ -301,6 +304,23 @@ def test_light_front(tmp_path):
     assert best.exit_layer == 2 and counter.embed == 1 and counter.blocks == [1, 1, 0, 0]
     for b, s in zip(dec.decode_batch(WAVES), [dec(w) for w in WAVES]):
         same(b, s)
+
+
+def test_low_rank_exit_heads_decode(tmp_path):
+    """Factorised earlier-exit heads (exit_head_rank) in every search and in a policy."""
+    files = make_model_dir(tmp_path / "rank", peaky_exit=2, exit_head_rank=4)
+    dec = s2t(files, exit_policy="max_posterior", exit_threshold=0.9, **GREEDY)
+    assert dec(wave())[0].exit_layer == 2
+    for opts in (GREEDY, dict(beam_size=3, ctc_weight=1.0), dict(beam_size=3, ctc_weight=0.5)):
+        fixed = s2t(files, exit_layer=2, **opts)
+        assert fixed(wave())[0].exit_layer == 2
+    greedy = s2t(files, exit_layer=2, **GREEDY)(wave())[0]
+    model = s2t(files, exit_layer=2, **GREEDY).asr_model
+    with torch.no_grad():
+        state = model.encode_begin(torch.from_numpy(wave())[None], torch.tensor([FS]))
+        _, out, _ = model.encode_to(state, 2)
+        ids = torch.unique_consecutive(model.ctc_at(2).argmax(out)[0])
+    assert greedy.token_int == [int(i) for i in ids if int(i) != 0]
 
 
 def test_select_state_keeps_rows(model_files):
