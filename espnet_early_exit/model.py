@@ -37,9 +37,6 @@ from espnet_early_exit.encoders.exits import EncoderState, MultiExitEncoder
 
 EXIT_DECODER_MODES = ("per_exit", "shared", "last")
 EXIT_HEAD_MEMORY_MODES = ("keep", "eager", "recompute")
-# eager exit heads compute their gradients with this seed (a power of 2, so exact in float32)
-# and divide it out again: under float16 autocast the small CTC gradients then do not underflow
-_EAGER_GRAD_SCALE = 1024.0
 
 
 class LowRankProjection(torch.nn.Sequential):
@@ -76,9 +73,11 @@ class _EagerGradLoss(torch.autograd.Function):
             loss = fn(x_in, *args)
             if loss.dim() != 0:
                 raise ValueError("exit_head_memory: eager needs a scalar CTC loss (ctc_conf reduce)")
-            seed = torch.full_like(loss, _EAGER_GRAD_SCALE)
-            wrt = [x_in] + [p for p in params]
-            grads = torch.autograd.grad(loss, wrt, seed, allow_unused=True)
+            # seed 1, not a loss scale: under float16 autocast the head is one layer from its
+            # loss, so its gradients do not underflow, while a large seed could overflow the
+            # float16 weight gradient (a sum over every frame of the batch); the grad scaler's
+            # factor arrives in backward and multiplies the float32 results
+            grads = torch.autograd.grad(loss, [x_in] + list(params), allow_unused=True)
         ctx.has_grad = [g is not None for g in grads]
         ctx.n_args = len(args)
         ctx.save_for_backward(*[g for g in grads if g is not None])
@@ -87,8 +86,7 @@ class _EagerGradLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         saved = iter(ctx.saved_tensors)
-        scale = grad_out / _EAGER_GRAD_SCALE
-        grads = [next(saved) * scale if has else None for has in ctx.has_grad]
+        grads = [next(saved) * grad_out if has else None for has in ctx.has_grad]
         return (None, None) + tuple(grads) + (None,) * ctx.n_args
 
 
