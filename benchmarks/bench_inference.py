@@ -79,8 +79,9 @@ def build_args(front: str, vocab: int, ee: bool, workdir: Path, rank=None):
             conf["model"] = "espnet"
             for key in ("exit_layers", "exit_norm"):
                 conf["encoder_conf"].pop(key)
-            for key in ("share_exit_heads", "exit_decoders", "exit_weights"):
-                conf["model_conf"].pop(key)
+            for key in ("share_exit_heads", "exit_decoders", "exit_weights", "exit_head_memory",
+                        "exit_head_rank"):
+                conf["model_conf"].pop(key, None)
         else:  # stock ESPnet has no conv1d4 front: the single-exit ee model
             conf["encoder_conf"]["exit_layers"] = [12]
             conf["model_conf"]["exit_weights"] = [1.0]

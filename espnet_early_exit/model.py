@@ -12,6 +12,7 @@ last exit's, so ESPnet's stock inference decodes such a model at full depth unch
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -60,24 +61,18 @@ class _EagerGradLoss(torch.autograd.Function):
     forward pass; backward only scales them by the incoming gradient. Exact, because the
     training loss is linear in this loss, and nothing of size (B, T, vocab) is kept.
 
-    apply(fn, n_params, x, *params, *args): loss = fn(x, *args); fn uses `params`.
+    apply(loss_and_grads, n_params, x, *params, *args), where
+    loss_and_grads(x, params, *args) -> (scalar loss, gradients w.r.t. [x] + params).
     """
 
     @staticmethod
-    def forward(ctx, fn, n_params, x, *rest):
-        params, args = rest[:n_params], rest[n_params:]
+    def forward(ctx, loss_and_grads, n_params, x, *rest):
+        params, args = list(rest[:n_params]), rest[n_params:]
         # the inner graph lives only in here: identity hooks keep any saved-tensor hooks of the
         # caller (offloading, memory accounting) away from it
         with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_same, _same):
             x_in = x.detach().requires_grad_(True)
-            loss = fn(x_in, *args)
-            if loss.dim() != 0:
-                raise ValueError("exit_head_memory: eager needs a scalar CTC loss (ctc_conf reduce)")
-            # seed 1, not a loss scale: under float16 autocast the head is one layer from its
-            # loss, so its gradients do not underflow, while a large seed could overflow the
-            # float16 weight gradient (a sum over every frame of the batch); the grad scaler's
-            # factor arrives in backward and multiplies the float32 results
-            grads = torch.autograd.grad(loss, [x_in] + list(params), allow_unused=True)
+            loss, grads = loss_and_grads(x_in, params, *args)
         ctx.has_grad = [g is not None for g in grads]
         ctx.n_args = len(args)
         ctx.save_for_backward(*[g for g in grads if g is not None])
@@ -88,6 +83,76 @@ class _EagerGradLoss(torch.autograd.Function):
         saved = iter(ctx.saved_tensors)
         grads = [next(saved) * grad_out if has else None for has in ctx.has_grad]
         return (None, None) + tuple(grads) + (None,) * ctx.n_args
+
+
+def _autograd_loss_and_grads(head: CTC, x, params, *args):
+    """Any CTC head: its loss, and autograd's gradients of it."""
+    loss = head(x, *args)
+    if loss.dim() != 0:
+        raise ValueError("exit_head_memory: eager needs a scalar CTC loss (ctc_conf reduce: true)")
+    # seed 1, not a loss scale: under float16 autocast the head is one layer from its loss, so
+    # its gradients do not underflow, while a large seed could overflow the float16 weight
+    # gradient (a sum over every frame of the batch); the grad scaler's factor arrives in
+    # backward and multiplies the float32 results
+    return loss, torch.autograd.grad(loss, [x] + params, allow_unused=True)
+
+
+def _fusable(head: CTC) -> bool:
+    return (isinstance(head, CTC) and head.ctc_type == "builtin" and head.reduce
+            and bool(getattr(head.ctc_loss, "zero_infinity", False)))
+
+
+def _builtin_ctc_loss_and_grads(head: CTC, x, params, hlens, ys_pad, ys_lens):
+    """ESPnet's builtin CTC loss (summed over utterances, divided by the batch size, infinite
+    losses zeroed) and its exact gradients, with the gradient w.r.t. the logits formed
+    directly as softmax - occupancy. The alpha-beta recursion only needs the log-posteriors of
+    blank and of each utterance's own labels, so torch's CTC runs on those few columns, and the
+    (B, T, vocab) logits are read twice (log-sum-exp, softmax) instead of going through
+    log_softmax, the CTC backward and the log_softmax backward. Tested against `head(...)`.
+    """
+    logits = head.ctc_lo(torch.nn.functional.dropout(x, p=head.dropout_rate))
+    B, T, _ = logits.shape
+    dev = logits.device
+    hlens, ys_lens = hlens.to(dev).long(), ys_lens.to(dev).long()
+    with torch.no_grad():
+        z = logits.detach().float()
+        lse = torch.logsumexp(z, dim=-1, keepdim=True)  # (B, T, 1)
+        uniq, targets = [], []
+        for b in range(B):  # each utterance's classes: blank (0), then its distinct labels
+            u, inv = torch.unique(ys_pad[b, : int(ys_lens[b])], return_inverse=True)
+            uniq.append(u)
+            targets.append(inv + 1)
+        n_cls = 1 + max(len(u) for u in uniq)
+        cls = torch.zeros(B, n_cls, dtype=torch.long, device=dev)
+        valid = torch.zeros(B, n_cls, dtype=torch.bool, device=dev)
+        valid[:, 0] = True
+        for b, u in enumerate(uniq):
+            cls[b, 1 : 1 + len(u)] = u
+            valid[b, 1 : 1 + len(u)] = True
+        where = cls[:, None, :].expand(B, T, n_cls)
+        lp = (z.gather(-1, where) - lse).masked_fill(~valid[:, None, :], float("-inf"))
+    lp_t = lp.transpose(0, 1).contiguous().requires_grad_(True)  # (T, B, classes)
+    with torch.enable_grad():
+        nll = torch.nn.functional.ctc_loss(
+            lp_t, torch.cat(targets), hlens, ys_lens, blank=0, reduction="none",
+            zero_infinity=False,  # infeasible utterances are found and zeroed below
+        )
+        (g_lp,) = torch.autograd.grad(nll.sum(), lp_t)
+    with torch.no_grad():
+        # torch's CTC gradient w.r.t. its input is exp(lp) - occupancy (the form that is
+        # correct after log_softmax): recover the occupancy of each class
+        frames = torch.arange(T, device=dev)[None, :] < hlens[:, None]  # (B, T)
+        ok = torch.isfinite(nll)
+        live = frames & ok[:, None]
+        occupancy = (lp_t.detach().exp() - g_lp).transpose(0, 1)
+        occupancy = torch.where(live[..., None] & valid[:, None, :], occupancy, 0.0)
+        g = (z - lse).exp_()  # softmax
+        g.mul_(live[..., None])
+        g.scatter_add_(-1, where, -occupancy)
+        g.div_(B)
+        loss = torch.where(ok, nll, torch.zeros_like(nll)).sum() / B
+    grads = torch.autograd.grad(logits, [x] + params, g.to(logits.dtype), allow_unused=True)
+    return loss.to(x.dtype), grads
 
 
 def _fresh_copy(module: torch.nn.Module) -> torch.nn.Module:
@@ -319,8 +384,10 @@ class EarlyExitASRModel(ESPnetASRModel):
             mode = self.exit_head_memory if k != self.exit_layers[-1] else "keep"
             if mode == "eager" and self.training and torch.is_grad_enabled():
                 params = [p for p in head.parameters() if p.requires_grad]
+                impl = _builtin_ctc_loss_and_grads if _fusable(head) else _autograd_loss_and_grads
                 loss_ctc = _EagerGradLoss.apply(
-                    head, len(params), out, *params, olens, text, text_lengths
+                    functools.partial(impl, head), len(params), out, *params,
+                    olens, text, text_lengths,
                 )
             elif mode == "recompute" and self.training and torch.is_grad_enabled():
                 loss_ctc = torch.utils.checkpoint.checkpoint(
