@@ -523,12 +523,10 @@ class EarlyExitSpeech2Text(Speech2Text):
         last = self.exit_layers[-1]
         for k in self.exit_layers:
             state, out, olens = model.encode_to(state, k)
-            z_conf, conf_lens, logits = self._policy_logits(k, out, olens)
+            logp_conf, conf_lens, logp = self._policy_log_probs(k, out, olens)
             accepted = []
             for row, i in enumerate(active):
-                c = policy.confidence_from_logits(
-                    z_conf[row, : int(conf_lens[row])], model.blank_id
-                )
+                c = policy.confidence(logp_conf[row, : int(conf_lens[row])], model.blank_id)
                 confs[i][k] = c
                 if policy.accept(c, k == last):
                     accepted.append(row)
@@ -536,7 +534,7 @@ class EarlyExitSpeech2Text(Speech2Text):
                 idx = torch.tensor(accepted, device=out.device)
                 decoded = self._decode_at(
                     k, out.index_select(0, idx), olens.index_select(0, idx),
-                    logits=None if logits is None else logits.index_select(0, idx),
+                    None if logp is None else logp.index_select(0, idx),
                 )
                 for row, d in zip(accepted, decoded):
                     i = active[row]
@@ -574,22 +572,22 @@ class EarlyExitSpeech2Text(Speech2Text):
             self._sync()
             t1 = time.perf_counter()
             t_encoder += t1 - t0
-            logits = None
+            logp = None
             if self.greedy:
-                logits = model.ctc_at(k).ctc_lo(out)
+                logp = model.ctc_at(k).log_softmax(out)
             self._sync()
             t_head = time.perf_counter() - t1
             if with_conf:
-                if policy.frame_stride == 1 and logits is not None:
-                    z_conf, conf_lens = logits, olens
+                if policy.frame_stride == 1 and logp is not None:
+                    logp_conf, conf_lens = logp, olens
                 else:
-                    z_conf, conf_lens, _ = self._policy_logits(k, out, olens)
+                    logp_conf, conf_lens, _ = self._policy_log_probs(k, out, olens)
                 for i in range(n_utt):
-                    confs[i][k] = policy.confidence_from_logits(
-                        z_conf[i, : int(conf_lens[i])], model.blank_id
+                    confs[i][k] = policy.confidence(
+                        logp_conf[i, : int(conf_lens[i])], model.blank_id
                     )
             t2 = time.perf_counter()
-            decoded = self._decode_at(k, out, olens, logits=logits)
+            decoded = self._decode_at(k, out, olens, logp)
             self._sync()
             t_search = time.perf_counter() - t2
             if timings is not None:
@@ -609,16 +607,16 @@ class EarlyExitSpeech2Text(Speech2Text):
                         r.confidences = {j: c for j, c in wer_conf.items() if j <= k}
         return out_per_utt
 
-    def _policy_logits(self, k: int, out: torch.Tensor, olens: torch.Tensor):
-        """CTC logits (before log_softmax) at exit k for the policy: (logits, lengths,
-        all-frame logits or None). With frame_stride n > 1 the head runs on every n-th frame
-        only."""
+    def _policy_log_probs(self, k: int, out: torch.Tensor, olens: torch.Tensor):
+        """CTC log-posteriors at exit k for the policy: (log_probs, lengths, all-frame
+        log_probs or None). With frame_stride n > 1 the head runs on every n-th frame only.
+        """
         head = self.asr_model.ctc_at(k)
         stride = self.policy.frame_stride
         if stride == 1:
-            logits = head.ctc_lo(out)
-            return logits, olens, logits
-        sub = head.ctc_lo(out[:, ::stride])
+            logp = head.log_softmax(out)
+            return logp, olens, logp
+        sub = head.log_softmax(out[:, ::stride])
         return sub, (olens + stride - 1) // stride, None
 
     @staticmethod
@@ -640,18 +638,16 @@ class EarlyExitSpeech2Text(Speech2Text):
         k: int,
         out: torch.Tensor,
         olens: torch.Tensor,
-        logits: Optional[torch.Tensor] = None,
+        logp: Optional[torch.Tensor] = None,
     ) -> List[list]:
         """ESPnet-style n-best lists of (text, token, token_int, hyp) at exit k, per row."""
         search = self.searcher(k)
         model = self.asr_model
         n_utt = out.size(0)
         if isinstance(search, _Greedy):
-            # best log-posterior = max logit - logsumexp: no (B, T, V) log_softmax written
-            if logits is None:
-                logits = model.ctc_at(k).ctc_lo(out)
-            top, ids = logits.max(-1)
-            best = top.float() - torch.logsumexp(logits.float(), dim=-1)
+            if logp is None:
+                logp = model.ctc_at(k).log_softmax(out)
+            best, ids = logp.max(-1)
             results = []
             for i in range(n_utt):
                 n = int(olens[i])

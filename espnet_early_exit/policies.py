@@ -117,11 +117,6 @@ class ExitPolicy:
         """The policy's number for one exit: ``log_probs`` (T, V) CTC log-posteriors."""
         raise NotImplementedError
 
-    def confidence_from_logits(self, logits: torch.Tensor, blank_id: int = 0) -> float:
-        """The same number from the exit's CTC logits (T, V), before log_softmax; policies
-        override it where that needs fewer passes over the vocabulary."""
-        return self.confidence(torch.log_softmax(_check_log_probs(logits), dim=-1), blank_id)
-
     def should_exit(self, confidence: float) -> bool:
         """Whether to stop at an exit with this confidence (needs a threshold)."""
         threshold = self.require_threshold()
@@ -202,17 +197,6 @@ class EntropyPolicy(_FrameMeanPolicy):
         value = float(entropy.mean()) / math.log(log_probs.size(1))
         return min(max(value, 0.0), 1.0)
 
-    def confidence_from_logits(self, logits: torch.Tensor, blank_id: int = 0) -> float:
-        # H = -sum p log p = lse - sum p z: one exponential per entry instead of two
-        z = _check_log_probs(logits)
-        lse = torch.logsumexp(z, dim=-1, keepdim=True)
-        p = (z - lse).exp_()
-        entropy = lse.squeeze(-1) - torch.linalg.vecdot(p, z)
-        if not bool(torch.isfinite(entropy).all()):  # -inf logits: the log_probs way
-            return self.confidence(z - lse, blank_id)
-        value = float(entropy.mean()) / math.log(z.size(1))
-        return min(max(value, 0.0), 1.0)
-
 
 class MaxPosteriorPolicy(_FrameMeanPolicy):
     """Mean per-frame max posterior over non-blank frames (all frames if none); exit >=."""
@@ -226,21 +210,6 @@ class MaxPosteriorPolicy(_FrameMeanPolicy):
         if bool(nonblank.any()):
             best = best[nonblank]
         return float(best.exp().mean())
-
-    def confidence_from_logits(self, logits: torch.Tensor, blank_id: int = 0) -> float:
-        # max_v log p = max_v z - logsumexp(z): no (T, V) log_softmax to write
-        z = _check_log_probs(logits)
-        top, arg = z.max(-1)
-        return max_posterior_from(top - torch.logsumexp(z, dim=-1), arg, blank_id)
-
-
-def max_posterior_from(best: torch.Tensor, arg: torch.Tensor, blank_id: int = 0) -> float:
-    """Mean max posterior over the non-blank frames (all if none), from per-frame (T,) best
-    log-posterior and argmax."""
-    nonblank = arg != blank_id
-    if bool(nonblank.any()):
-        best = best[nonblank]
-    return float(best.exp().mean())
 
 
 def _logaddexp(a: float, b: float) -> float:

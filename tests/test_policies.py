@@ -226,21 +226,3 @@ def test_frame_stride_option():
     assert get_policy("nbest_posterior", 0.5, frame_stride=4).frame_stride == 1  # not a mean
     with pytest.raises(ValueError, match="frame_stride"):
         get_policy("entropy", 0.5, frame_stride=0)
-
-
-@pytest.mark.parametrize("name", ["entropy", "max_posterior", "nbest_posterior"])
-def test_confidence_from_logits_equals_confidence_of_log_softmax(name):
-    """The decoder hands policies the CTC logits; every policy's number is the one of its
-    log-posteriors, also with shifted logits and -inf entries."""
-    from espnet_early_exit.policies import get_policy
-
-    pol = get_policy(name)
-    g = torch.Generator().manual_seed(0)
-    for scale in (0.5, 3.0, 30.0):
-        z = torch.randn(12, V, generator=g) * scale + 7.0
-        assert pol.confidence_from_logits(z) == pytest.approx(
-            pol.confidence(z.log_softmax(-1)), rel=1e-5, abs=1e-6)
-    z = torch.randn(5, V, generator=g)
-    z[:, 1] = -math.inf
-    assert pol.confidence_from_logits(z) == pytest.approx(
-        pol.confidence(z.log_softmax(-1)), rel=1e-5, abs=1e-6)
