@@ -167,6 +167,23 @@ def test_default_recipe_redoes_an_interrupted_stage(recipe) -> None:
     assert (dump / "train" / "text").read_text() == before
 
 
+def test_second_training_in_the_same_exp_dir_is_refused(recipe) -> None:
+    """Two runs on one workdir must not train into the same experiment dir at once."""
+    import fcntl
+
+    exp = recipe["exp"]
+    done = exp / ".train.done"
+    done.rename(exp / ".train.done.kept")  # so that stage 11 wants to train
+    try:
+        with open(exp / ".train.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "another training" holds it
+            proc, _ = run_recipe(recipe["workdir"], "--stage", "11", "--stop_stage", "11")
+    finally:
+        (exp / ".train.done.kept").rename(done)
+    assert proc.returncode != 0
+    assert "another training is running in" in proc.stdout and ".train.lock" in proc.stdout
+
+
 # ------------------------------------------------------------------------------ driver CLI
 
 

@@ -534,6 +534,13 @@ if in_stage 11; then
         _max_epoch=$(echo " ${asr_args} " | sed -n 's/.* --max_epoch[ =]\([0-9]*\) .*/\1/p')
         [ -n "${_max_epoch}" ] || [ -z "${asr_config}" ] || _max_epoch=$(config_get "${asr_config}" max_epoch "?")
         mkdir -p "${asr_exp}"
+        # one training per experiment dir: a second run (another terminal, a second study or
+        # grid on the same workdir) would write the same checkpoints
+        if command -v flock >/dev/null 2>&1; then
+            exec {_train_lock}>"${asr_exp}/.train.lock"
+            flock -n "${_train_lock}" \
+                || die "another training is running in ${asr_exp} (it holds ${asr_exp}/.train.lock); wait for it or stop it"
+        fi
         log "Stage 11: training ${asr_exp} (${ngpu} GPU(s), ${num_nodes} node(s), config ${asr_config:-none}); log: ${asr_exp}/train.log"
         # shellcheck disable=SC2086
         "${python}" -m espnet2.bin.launch "${_launch_opts[@]}" -- \
@@ -568,6 +575,7 @@ if in_stage 11; then
         [ -f "${asr_exp}/${inference_asr_model}" ] \
             || die "training finished but ${asr_exp}/${inference_asr_model} does not exist (choose another --inference_asr_model)"
         touch "${asr_exp}/.train.done"
+        [ -z "${_train_lock:-}" ] || exec {_train_lock}>&-
         log "Stage 11: training finished: ${asr_exp}/${inference_asr_model}"
     fi
 fi
