@@ -3,6 +3,7 @@
 
     PYTHONPATH=. python benchmarks/bench_inference.py --threads 2 --repeats 5 --front conv2d
     PYTHONPATH=. python benchmarks/bench_inference.py --threads 2 --repeats 5 --front conv1d4
+    PYTHONPATH=. python benchmarks/bench_inference.py --device cuda --repeats 20   # on a GPU
 
 Model: the LibriSpeech-100 Conformer of conf/tuning/train_ee_conformer_ls100_conv1d4.yaml
 (12 blocks, d 256, FFN 1024, exits after every second block, 6-layer transformer decoder) with
@@ -105,12 +106,20 @@ def save(model, args, workdir: Path, name: str):
 
 
 CLOCK = time.perf_counter
+DEVICE = "cpu"
+
+
+def sync():
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def timed(fn):
+    sync()
     t0 = CLOCK()
     with torch.no_grad():
         fn()
+    sync()
     return CLOCK() - t0
 
 
@@ -139,11 +148,13 @@ def main():
                     help="factorised CTC heads at the exits before the last (model_conf)")
     ap.add_argument("--frame_stride", type=int, default=4,
                     help="also time entropy/max_posterior estimated from every n-th frame")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the card is named in the output)")
     ap.add_argument("--timer", choices=["wall", "cpu"], default="wall",
                     help="wall clock, or this process's CPU time (steadier on a busy machine)")
     opts = ap.parse_args()
-    global CLOCK
+    global CLOCK, DEVICE
     CLOCK = time.perf_counter if opts.timer == "wall" else time.process_time
+    DEVICE = opts.device
 
     torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
@@ -178,15 +189,16 @@ def main():
     n = int(opts.seconds * 16000)
     rng = np.random.default_rng(opts.seed)
     wave = (0.1 * rng.standard_normal(n)).astype(np.float32)
-    speech = torch.from_numpy(wave)[None]
-    lengths = torch.tensor([n])
-
-    costs = exit_costs(model, seconds=opts.seconds)
+    costs = exit_costs(model, seconds=opts.seconds)  # FLOPs counted on the CPU
     share = {e["exit"]: e["share"] for e in costs["exits"]}
     exits = model.exit_layers
+    model.to(DEVICE)
+    stock_model.to(DEVICE)
+    speech = torch.from_numpy(wave)[None].to(DEVICE)
+    lengths = torch.tensor([n], device=DEVICE)
 
     # --- decoders
-    common = dict(device="cpu", nbest=1)
+    common = dict(device=DEVICE, nbest=1)
     greedy = dict(common, beam_size=1, ctc_weight=1.0)
     att = dict(common, beam_size=10, ctc_weight=0.3, maxlenratio=-float(opts.maxlen))
     fixed = EarlyExitSpeech2Text(ee_cfg, ee_pth, exit_layer=K, **greedy)
@@ -268,7 +280,9 @@ def main():
     p(f"# bench_inference: front={opts.front} exit_head_rank={opts.exit_head_rank} "
       f"threads={opts.threads} repeats={opts.repeats} "
       f"audio={opts.seconds:.0f}s vocab={opts.vocab} timer={opts.timer} "
-      f"(random weights, CPU, batch 1; medians)")
+      f"(random weights, {DEVICE}, batch 1; medians)")
+    if DEVICE.startswith("cuda"):
+        p(f"device: {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})")
     p(f"machine: {os.cpu_count()} CPUs, load average before/after "
       f"{load_before[0]:.1f}/{os.getloadavg()[0]:.1f} (other processes skew wall times)")
     p(f"torch {torch.__version__}; encoder params {costs['encoder_params'] / 1e6:.1f} M; "
