@@ -102,13 +102,33 @@ def _fusable(head: CTC) -> bool:
             and bool(getattr(head.ctc_loss, "zero_infinity", False)))
 
 
-def _builtin_ctc_loss_and_grads(head: CTC, x, params, hlens, ys_pad, ys_lens):
+def _label_classes(ys_pad: torch.Tensor, ys_lens: torch.Tensor, device: torch.device):
+    """Each utterance's CTC classes, blank (0) then its distinct labels: (class ids (B, C),
+    which are real (B, C), targets as indices into them (all utterances concatenated)).
+    The same for every exit of a batch."""
+    uniq, targets = [], []
+    for b in range(ys_pad.size(0)):
+        u, inv = torch.unique(ys_pad[b, : int(ys_lens[b])], return_inverse=True)
+        uniq.append(u)
+        targets.append(inv + 1)
+    n_cls = 1 + max(len(u) for u in uniq)
+    cls = torch.zeros(len(uniq), n_cls, dtype=torch.long, device=device)
+    valid = torch.zeros(len(uniq), n_cls, dtype=torch.bool, device=device)
+    valid[:, 0] = True
+    for b, u in enumerate(uniq):
+        cls[b, 1 : 1 + len(u)] = u
+        valid[b, 1 : 1 + len(u)] = True
+    return cls, valid, torch.cat(targets).to(device)
+
+
+def _builtin_ctc_loss_and_grads(head: CTC, x, params, hlens, ys_pad, ys_lens, classes=None):
     """ESPnet's builtin CTC loss (summed over utterances, divided by the batch size, infinite
     losses zeroed) and its exact gradients, with the gradient w.r.t. the logits formed
     directly as softmax - occupancy. The alpha-beta recursion only needs the log-posteriors of
     blank and of each utterance's own labels, so torch's CTC runs on those few columns, and the
     (B, T, vocab) logits are read twice (log-sum-exp, softmax) instead of going through
     log_softmax, the CTC backward and the log_softmax backward. Tested against `head(...)`.
+    classes: `_label_classes(ys_pad, ys_lens, ...)`, when the caller already has them.
     """
     logits = head.ctc_lo(torch.nn.functional.dropout(x, p=head.dropout_rate))
     B, T, _ = logits.shape
@@ -117,24 +137,13 @@ def _builtin_ctc_loss_and_grads(head: CTC, x, params, hlens, ys_pad, ys_lens):
     with torch.no_grad():
         z = logits.detach().float()
         lse = torch.logsumexp(z, dim=-1, keepdim=True)  # (B, T, 1)
-        uniq, targets = [], []
-        for b in range(B):  # each utterance's classes: blank (0), then its distinct labels
-            u, inv = torch.unique(ys_pad[b, : int(ys_lens[b])], return_inverse=True)
-            uniq.append(u)
-            targets.append(inv + 1)
-        n_cls = 1 + max(len(u) for u in uniq)
-        cls = torch.zeros(B, n_cls, dtype=torch.long, device=dev)
-        valid = torch.zeros(B, n_cls, dtype=torch.bool, device=dev)
-        valid[:, 0] = True
-        for b, u in enumerate(uniq):
-            cls[b, 1 : 1 + len(u)] = u
-            valid[b, 1 : 1 + len(u)] = True
-        where = cls[:, None, :].expand(B, T, n_cls)
+        cls, valid, targets = classes or _label_classes(ys_pad, ys_lens, dev)
+        where = cls[:, None, :].expand(B, T, cls.size(1))
         lp = (z.gather(-1, where) - lse).masked_fill(~valid[:, None, :], float("-inf"))
     lp_t = lp.transpose(0, 1).contiguous().requires_grad_(True)  # (T, B, classes)
     with torch.enable_grad():
         nll = torch.nn.functional.ctc_loss(
-            lp_t, torch.cat(targets), hlens, ys_lens, blank=0, reduction="none",
+            lp_t, targets, hlens, ys_lens, blank=0, reduction="none",
             zero_infinity=False,  # infeasible utterances are found and zeroed below
         )
         (g_lp,) = torch.autograd.grad(nll.sum(), lp_t)
@@ -379,15 +388,19 @@ class EarlyExitASRModel(ESPnetASRModel):
         loss = 0.0
         loss_ctc_total = 0.0
         loss_att_total = None
+        classes = None  # the fused eager CTC's label classes, the same at every exit
         for weight, (k, out) in zip(self.exit_weights, exits):
             head = self.ctc_at(k)
             mode = self.exit_head_memory if k != self.exit_layers[-1] else "keep"
             if mode == "eager" and self.training and torch.is_grad_enabled():
                 params = [p for p in head.parameters() if p.requires_grad]
-                impl = _builtin_ctc_loss_and_grads if _fusable(head) else _autograd_loss_and_grads
+                if _fusable(head):
+                    classes = classes or _label_classes(text, text_lengths, out.device)
+                    impl = functools.partial(_builtin_ctc_loss_and_grads, head, classes=classes)
+                else:
+                    impl = functools.partial(_autograd_loss_and_grads, head)
                 loss_ctc = _EagerGradLoss.apply(
-                    functools.partial(impl, head), len(params), out, *params,
-                    olens, text, text_lengths,
+                    impl, len(params), out, *params, olens, text, text_lengths
                 )
             elif mode == "recompute" and self.training and torch.is_grad_enabled():
                 loss_ctc = torch.utils.checkpoint.checkpoint(
