@@ -65,6 +65,18 @@ def build_model(token_list_file, tmp_path):
     return _build
 
 
+def recipe_env(drop=(), **extra: str) -> dict:
+    """The environment in which tests run recipes and CLIs: this interpreter first on PATH, the
+    checkout on PYTHONPATH, EEE_NO_SETUP=1 (no tools/setup.sh); `drop` removes variables,
+    `extra` sets more."""
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["EEE_NO_SETUP"] = "1"
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = f"{REPO}{os.pathsep}{env['PYTHONPATH']}" if env.get("PYTHONPATH") else str(REPO)
+    env.update(extra)
+    return env
+
+
 def fake_batch(vocab_size: int, batch: int = 2, seconds=(1.2, 0.9), seed: int = 0):
     """Random 16 kHz speech and token ids (no blank/sos) for forward passes."""
     import torch

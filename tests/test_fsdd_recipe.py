@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from conftest import recipe_env
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "egs2" / "fsdd_digits" / "asr1"
@@ -31,12 +32,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _env() -> dict:
-    env = dict(os.environ)
-    env["EEE_NO_SETUP"] = "1"
-    env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "2")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = f"{REPO}{os.pathsep}{env['PYTHONPATH']}" if env.get("PYTHONPATH") else str(REPO)
-    return env
+    return recipe_env(OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
 
 
 @pytest.fixture(scope="module")

@@ -10,17 +10,15 @@ at every exit and with the policies, scoring) into a temporary dir and checks GR
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO, build_args
+from conftest import REPO, build_args, recipe_env
 
 from espnet_early_exit.grid import (
     Experiment,
@@ -166,20 +164,12 @@ def test_render_grid_md(tmp_path):
 
 
 # ------------------------------------------------------------------------------- end to end
-def grid_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["EEE_NO_SETUP"] = "1"
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = f"{REPO}{os.pathsep}{env['PYTHONPATH']}" if env.get("PYTHONPATH") else str(REPO)
-    return env
-
-
 def test_mini_an4_grid_end_to_end(tmp_path):
     grid = load_grid(GRIDS / "mini_an4.yaml")
     start = time.monotonic()
     proc = subprocess.run(
         ["bash", str(GRID_SH), str(GRIDS / "mini_an4.yaml"), "--jobs", "2", "--workdir", str(tmp_path)],
-        env=grid_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1500,
+        env=recipe_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1500,
     )
     elapsed = time.monotonic() - start
     assert proc.returncode == 0, proc.stdout[-5000:]
@@ -224,7 +214,7 @@ def test_mini_an4_grid_end_to_end(tmp_path):
     # a rerun finds everything done and only rewrites the table
     again = subprocess.run(
         ["bash", str(GRID_SH), str(GRIDS / "mini_an4.yaml"), "--table_only", "--workdir", str(tmp_path)],
-        env=grid_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
+        env=recipe_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
     )
     assert again.returncode == 0, again.stdout[-3000:]
     assert table(md_path.read_text(), "### WER per exit") == rows

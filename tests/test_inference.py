@@ -316,8 +316,9 @@ def test_low_rank_exit_heads_decode(tmp_path):
     for opts in (GREEDY, dict(beam_size=3, ctc_weight=1.0), dict(beam_size=3, ctc_weight=0.5)):
         fixed = s2t(files, exit_layer=2, **opts)
         assert fixed(wave())[0].exit_layer == 2
-    greedy = s2t(files, exit_layer=2, **GREEDY)(wave())[0]
-    model = s2t(files, exit_layer=2, **GREEDY).asr_model
+    greedy_dec = s2t(files, exit_layer=2, **GREEDY)
+    greedy = greedy_dec(wave())[0]
+    model = greedy_dec.asr_model
     with torch.no_grad():
         state = model.encode_begin(torch.from_numpy(wave())[None], torch.tensor([FS]))
         _, out, _ = model.encode_to(state, 2)

@@ -9,7 +9,6 @@ Python helpers behind stages 2, 4, 5 and 12.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -25,18 +24,10 @@ REPO = Path(__file__).resolve().parent.parent
 DRIVER = REPO / "egs2" / "TEMPLATE" / "asr1" / "asr.sh"
 sys.path.insert(0, str(DRIVER.parent / "scripts"))
 import driver_utils  # noqa: E402
+from conftest import recipe_env  # noqa: E402
 
 TEST_SETS = ["test"]  # run.sh's --test_sets
 POLICY_DIRS = ["entropy_th0.52", "entropy_th0.56", "max_posterior_th0.4", "max_posterior_th0.5"]
-
-
-def recipe_env() -> dict[str, str]:
-    """Run with this interpreter's environment (EEE_NO_SETUP=1: no tools/setup.sh)."""
-    env = dict(os.environ)
-    env["EEE_NO_SETUP"] = "1"
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = f"{REPO}{os.pathsep}{env['PYTHONPATH']}" if env.get("PYTHONPATH") else str(REPO)
-    return env
 
 
 def run_recipe(workdir: Path, *args: str, timeout: float = 1200) -> tuple[subprocess.CompletedProcess, float]:

@@ -8,7 +8,6 @@ naming the variable, the path and the expected layout.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,19 +15,16 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import recipe_env  # noqa: E402
 from _corpus_trees import LIBRI_GOOD, TED_STM, make_librispeech, make_tedlium3  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 KALDI_FILES = ("wav.scp", "text", "utt2spk", "spk2utt")
 
 
-def recipe_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("LIBRISPEECH", "TEDLIUM3")}
-    env["EEE_NO_SETUP"] = "1"
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = f"{REPO}{os.pathsep}{env['PYTHONPATH']}" if env.get("PYTHONPATH") else str(REPO)
-    env.update(extra)
-    return env
+def corpus_env(**extra: str) -> dict[str, str]:
+    """recipe_env without the corpus variables of this machine, plus `extra`."""
+    return recipe_env(drop=("LIBRISPEECH", "TEDLIUM3"), **extra)
 
 
 def run_stage1(corpus: str, workdir: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -55,7 +51,7 @@ def libri_counts() -> dict[str, int]:
 def test_librispeech_stage1(tmp_path: Path) -> None:
     corpus = make_librispeech(tmp_path / "corpora")
     workdir = tmp_path / "work"
-    proc = run_stage1("librispeech_100", workdir, recipe_env(LIBRISPEECH=str(corpus)))
+    proc = run_stage1("librispeech_100", workdir, corpus_env(LIBRISPEECH=str(corpus)))
     assert proc.returncode == 0, proc.stdout
     assert "Stage 1: data preparation" in proc.stdout
     expected = libri_counts()
@@ -70,7 +66,7 @@ def test_librispeech_stage1(tmp_path: Path) -> None:
     assert not (workdir / "dump").exists() and not (workdir / "exp").exists()
 
     # a second run skips it, and no longer needs the corpus
-    proc = run_stage1("librispeech_100", workdir, recipe_env())
+    proc = run_stage1("librispeech_100", workdir, corpus_env())
     assert proc.returncode == 0, proc.stdout
     assert "Stage 1: done already, skipping" in proc.stdout
 
@@ -78,7 +74,7 @@ def test_librispeech_stage1(tmp_path: Path) -> None:
 def test_tedlium3_stage1(tmp_path: Path) -> None:
     corpus = make_tedlium3(tmp_path / "corpora")
     workdir = tmp_path / "work"
-    proc = run_stage1("tedlium3", workdir, recipe_env(TEDLIUM3=str(corpus)))
+    proc = run_stage1("tedlium3", workdir, corpus_env(TEDLIUM3=str(corpus)))
     assert proc.returncode == 0, proc.stdout
     # utterances of the tree: STM lines that are well-formed and not ignore_time_segment_in_scoring
     expected = {"train": 5, "dev": 2, "test": 1}
@@ -102,14 +98,14 @@ def test_tedlium3_stage1(tmp_path: Path) -> None:
 def test_missing_corpus_root_names_variable_path_and_layout(tmp_path: Path, corpus: str, variable: str,
                                                             subdir: str) -> None:
     missing = tmp_path / "no_such_corpus"
-    proc = run_stage1(corpus, tmp_path / "work", recipe_env(**{variable: str(missing)}))
+    proc = run_stage1(corpus, tmp_path / "work", corpus_env(**{variable: str(missing)}))
     assert proc.returncode != 0
     assert f"${variable}" in proc.stdout
     assert str(missing / subdir) in proc.stdout
     assert "Expected layout" in proc.stdout
     assert not (tmp_path / "work" / "data").exists()
 
-    proc = run_stage1(corpus, tmp_path / "work", recipe_env())  # variable not set at all
+    proc = run_stage1(corpus, tmp_path / "work", corpus_env())  # variable not set at all
     assert proc.returncode != 0
     assert f"${variable} is not set" in proc.stdout and "Expected layout" in proc.stdout
 
@@ -120,7 +116,7 @@ def test_fsdd_recipe_passes_its_options_to_the_data_prep(tmp_path: Path) -> None
     proc = subprocess.run(
         [str(REPO / "egs2" / "fsdd_digits" / "asr1" / "run.sh"), "--workdir", str(tmp_path / "work"),
          "--stage", "1", "--stop_stage", "1", "--fsdd_dir", str(missing), "--num_train", "3"],
-        env=recipe_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
+        env=corpus_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
     )
     assert proc.returncode != 0
     assert f"FSDD recordings not found: {missing} does not exist" in proc.stdout
