@@ -523,19 +523,30 @@ class EarlyExitSpeech2Text(Speech2Text):
         last = self.exit_layers[-1]
         for k in self.exit_layers:
             state, out, olens = model.encode_to(state, k)
-            logp_conf, conf_lens, logp = self._policy_log_probs(k, out, olens)
+            z_conf, conf_lens, logits = self._policy_logits(k, out, olens)
+            p_conf = torch.softmax(z_conf, dim=-1) if policy.uses_softmax else None
             accepted = []
             for row, i in enumerate(active):
-                c = policy.confidence(logp_conf[row, : int(conf_lens[row])], model.blank_id)
+                n = int(conf_lens[row])
+                c = policy.confidence_from_logits(
+                    z_conf[row, :n], model.blank_id, None if p_conf is None else p_conf[row, :n]
+                )
                 confs[i][k] = c
                 if policy.accept(c, k == last):
                     accepted.append(row)
             if accepted:
-                idx = torch.tensor(accepted, device=out.device)
-                decoded = self._decode_at(
-                    k, out.index_select(0, idx), olens.index_select(0, idx),
-                    None if logp is None else logp.index_select(0, idx),
-                )
+                probs = p_conf if logits is not None else None  # all frames: reusable
+                if len(accepted) == len(active):  # all of them: no copy
+                    decoded = self._decode_at(k, out, olens, logits, probs)
+                else:
+                    idx = torch.tensor(accepted, device=out.device)
+
+                    def pick(x):
+                        return None if x is None else x.index_select(0, idx)
+
+                    decoded = self._decode_at(
+                        k, pick(out), pick(olens), pick(logits), pick(probs)
+                    )
                 for row, d in zip(accepted, decoded):
                     i = active[row]
                     results[i] = self._wrap(d, k, dict(confs[i]))
@@ -572,22 +583,26 @@ class EarlyExitSpeech2Text(Speech2Text):
             self._sync()
             t1 = time.perf_counter()
             t_encoder += t1 - t0
-            logp = None
+            logits = probs = None
             if self.greedy:
-                logp = model.ctc_at(k).log_softmax(out)
+                logits = model.ctc_at(k).ctc_lo(out)
+                probs = torch.softmax(logits, dim=-1)
             self._sync()
             t_head = time.perf_counter() - t1
             if with_conf:
-                if policy.frame_stride == 1 and logp is not None:
-                    logp_conf, conf_lens = logp, olens
+                if policy.frame_stride == 1 and logits is not None:
+                    z_conf, conf_lens, p_conf = logits, olens, probs
                 else:
-                    logp_conf, conf_lens, _ = self._policy_log_probs(k, out, olens)
+                    z_conf, conf_lens, _ = self._policy_logits(k, out, olens)
+                    p_conf = None
                 for i in range(n_utt):
-                    confs[i][k] = policy.confidence(
-                        logp_conf[i, : int(conf_lens[i])], model.blank_id
+                    n = int(conf_lens[i])
+                    confs[i][k] = policy.confidence_from_logits(
+                        z_conf[i, :n], model.blank_id,
+                        p_conf[i, :n] if p_conf is not None and policy.uses_softmax else None,
                     )
             t2 = time.perf_counter()
-            decoded = self._decode_at(k, out, olens, logp)
+            decoded = self._decode_at(k, out, olens, logits, probs)
             self._sync()
             t_search = time.perf_counter() - t2
             if timings is not None:
@@ -607,16 +622,16 @@ class EarlyExitSpeech2Text(Speech2Text):
                         r.confidences = {j: c for j, c in wer_conf.items() if j <= k}
         return out_per_utt
 
-    def _policy_log_probs(self, k: int, out: torch.Tensor, olens: torch.Tensor):
-        """CTC log-posteriors at exit k for the policy: (log_probs, lengths, all-frame
-        log_probs or None). With frame_stride n > 1 the head runs on every n-th frame only.
+    def _policy_logits(self, k: int, out: torch.Tensor, olens: torch.Tensor):
+        """CTC logits at exit k for the policy: (logits, lengths, all-frame logits or None).
+        With frame_stride n > 1 the head runs on every n-th frame only.
         """
         head = self.asr_model.ctc_at(k)
         stride = self.policy.frame_stride
         if stride == 1:
-            logp = head.log_softmax(out)
-            return logp, olens, logp
-        sub = head.log_softmax(out[:, ::stride])
+            logits = head.ctc_lo(out)
+            return logits, olens, logits
+        sub = head.ctc_lo(out[:, ::stride])
         return sub, (olens + stride - 1) // stride, None
 
     @staticmethod
@@ -638,16 +653,24 @@ class EarlyExitSpeech2Text(Speech2Text):
         k: int,
         out: torch.Tensor,
         olens: torch.Tensor,
-        logp: Optional[torch.Tensor] = None,
+        logits: Optional[torch.Tensor] = None,
+        probs: Optional[torch.Tensor] = None,
     ) -> List[list]:
-        """ESPnet-style n-best lists of (text, token, token_int, hyp) at exit k, per row."""
+        """ESPnet-style n-best lists of (text, token, token_int, hyp) at exit k, per row
+        (``logits``: exit k's CTC logits of ``out``, ``probs``: their softmax, where they were
+        computed already)."""
         search = self.searcher(k)
         model = self.asr_model
         n_utt = out.size(0)
         if isinstance(search, _Greedy):
-            if logp is None:
-                logp = model.ctc_at(k).log_softmax(out)
-            best, ids = logp.max(-1)
+            if logits is None:
+                logits = model.ctc_at(k).ctc_lo(out)
+            if probs is None:
+                probs = torch.softmax(logits, dim=-1)
+            # best path: the argmax token per frame, scored by its log-posterior
+            # (log max p: the same value as ESPnet's CTC.log_softmax(...).max(), one exp pass)
+            ids = logits.argmax(-1)
+            best = probs.amax(-1).log()
             results = []
             for i in range(n_utt):
                 n = int(olens[i])

@@ -31,6 +31,12 @@ Policies (``POLICIES``; add one with a class and a line there):
     whose hypothesis has a WER against the reference no higher than the last exit's. Its
     "confidence" at exit k is ``1 - WER_k`` (higher is better; below 0 with many insertions).
 
+The decoder hands each policy the exit's CTC *logits* (:meth:`ExitPolicy.confidence_from_logits`):
+``entropy`` and ``max_posterior`` compute their exact value from them with one softmax pass
+(``log Z = max z - log max p`` and ``H = log Z - sum_v p(v) z(v)``), so that the only work an
+evaluated exit adds is its CTC head and that pass; a policy that needs the log-posteriors gets
+them from the default implementation (log-softmax, then :meth:`ExitPolicy.confidence`).
+
 ``entropy`` and ``max_posterior`` are frame means; with ``frame_stride`` n > 1 they are
 estimated from every n-th encoder frame, so that the CTC head (a d x V projection, costly for a
 large vocabulary) runs on 1/n of the frames at the exits that are only evaluated. This is an
@@ -77,6 +83,7 @@ class ExitPolicy:
     dynamic: ClassVar[bool] = True  # whether the exit depends on the input
     needs_reference: ClassVar[bool] = False
     frame_stride: int = 1  # >1: confidence from every n-th frame (frame-mean policies only)
+    uses_softmax: ClassVar[bool] = False  # confidence_from_logits takes probs = softmax(logits)
 
     def __init__(self, threshold: Optional[float] = None):
         self.threshold = self.check_threshold(threshold)
@@ -117,6 +124,18 @@ class ExitPolicy:
         """The policy's number for one exit: ``log_probs`` (T, V) CTC log-posteriors."""
         raise NotImplementedError
 
+    def confidence_from_logits(
+        self, logits: torch.Tensor, blank_id: int = 0, probs: Optional[torch.Tensor] = None
+    ) -> float:
+        """The same number from the exit's CTC logits (T, V), before the softmax.
+
+        The decoder calls this one; a policy that can do with less than the (T, V)
+        log-posteriors overrides it (see ``entropy`` and ``max_posterior``) and sets
+        ``uses_softmax``: the decoder then passes ``probs = softmax(logits)``, which its greedy
+        search reuses at the accepted exit.
+        """
+        return self.confidence(torch.log_softmax(_check_frames(logits, "logits"), -1), blank_id)
+
     def should_exit(self, confidence: float) -> bool:
         """Whether to stop at an exit with this confidence (needs a threshold)."""
         threshold = self.require_threshold()
@@ -153,14 +172,14 @@ class FixedPolicy(ExitPolicy):
         return f"FixedPolicy(exit_layer={self.exit_layer})"
 
 
-def _check_log_probs(log_probs: torch.Tensor) -> torch.Tensor:
-    if not isinstance(log_probs, torch.Tensor):
-        log_probs = torch.as_tensor(np.asarray(log_probs))
-    if log_probs.dim() != 2 or log_probs.size(0) == 0 or log_probs.size(1) < 2:
+def _check_frames(frames: torch.Tensor, what: str = "log_probs") -> torch.Tensor:
+    if not isinstance(frames, torch.Tensor):
+        frames = torch.as_tensor(np.asarray(frames))
+    if frames.dim() != 2 or frames.size(0) == 0 or frames.size(1) < 2:
         raise ValueError(
-            f"log_probs must be (T, V) with T >= 1 and V >= 2, got {tuple(log_probs.shape)}"
+            f"{what} must be (T, V) with T >= 1 and V >= 2, got {tuple(frames.shape)}"
         )
-    return log_probs.float()
+    return frames.float()
 
 
 class _FrameMeanPolicy(ExitPolicy):
@@ -168,6 +187,8 @@ class _FrameMeanPolicy(ExitPolicy):
     ``frame_stride``-th frame (1 = all frames, exact). The decoder then evaluates the exit's
     CTC head on those frames only while deciding, and on all frames only where it decodes.
     """
+
+    uses_softmax = True
 
     def __init__(self, threshold: Optional[float] = None, frame_stride: int = 1):
         super().__init__(threshold)
@@ -187,7 +208,7 @@ class EntropyPolicy(_FrameMeanPolicy):
     higher_is_confident = False
 
     def confidence(self, log_probs: torch.Tensor, blank_id: int = 0) -> float:
-        log_probs = _check_log_probs(log_probs)
+        log_probs = _check_frames(log_probs)
         entropy = -(log_probs.exp() * log_probs).sum(-1)  # (T,)
         if not bool(torch.isfinite(entropy).all()):
             # p = 0 (log p = -inf) gave 0 * -inf: count p log p as 0 there
@@ -197,6 +218,19 @@ class EntropyPolicy(_FrameMeanPolicy):
         value = float(entropy.mean()) / math.log(log_probs.size(1))
         return min(max(value, 0.0), 1.0)
 
+    def confidence_from_logits(
+        self, logits: torch.Tensor, blank_id: int = 0, probs: Optional[torch.Tensor] = None
+    ) -> float:
+        z = _check_frames(logits, "logits")
+        probs = torch.softmax(z, -1) if probs is None else probs
+        # the most likely token's posterior is exp(max z - log Z), so log Z = max z - log max p;
+        # then H = log Z - sum_v p(v) z(v): one exp pass, no (T, V) log-posteriors or p log p
+        entropy = z.amax(-1) - probs.amax(-1).log() - torch.linalg.vecdot(probs, z)
+        if not bool(torch.isfinite(entropy).all()):  # -inf logits: p log p needs its 0 rule
+            return super().confidence_from_logits(z, blank_id)
+        value = float(entropy.mean()) / math.log(z.size(1))
+        return min(max(value, 0.0), 1.0)
+
 
 class MaxPosteriorPolicy(_FrameMeanPolicy):
     """Mean per-frame max posterior over non-blank frames (all frames if none); exit >=."""
@@ -204,12 +238,25 @@ class MaxPosteriorPolicy(_FrameMeanPolicy):
     name = "max_posterior"
 
     def confidence(self, log_probs: torch.Tensor, blank_id: int = 0) -> float:
-        log_probs = _check_log_probs(log_probs)
+        log_probs = _check_frames(log_probs)
         best, arg = log_probs.max(-1)
         nonblank = arg != blank_id
         if bool(nonblank.any()):
             best = best[nonblank]
         return float(best.exp().mean())
+
+    def confidence_from_logits(
+        self, logits: torch.Tensor, blank_id: int = 0, probs: Optional[torch.Tensor] = None
+    ) -> float:
+        z = _check_frames(logits, "logits")
+        probs = torch.softmax(z, -1) if probs is None else probs
+        best = probs.amax(-1)  # max_v p_t(v), without the argmax's indices
+        # blank is the most likely token where its logit is the maximum (a tie counts as
+        # blank, as torch's argmax picks the first of equal values and blank is usually 0)
+        nonblank = z[:, blank_id] < z.amax(-1)
+        if bool(nonblank.any()):
+            best = best[nonblank]
+        return float(best.mean())
 
 
 def _logaddexp(a: float, b: float) -> float:
@@ -237,7 +284,7 @@ def ctc_prefix_beam_search(
 
     Returns up to ``beam`` (token ids, total log-probability) pairs, best first.
     """
-    log_probs = _check_log_probs(log_probs)
+    log_probs = _check_frames(log_probs)
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
     n_vocab = log_probs.size(1)

@@ -69,6 +69,40 @@ def test_max_posterior_uses_non_blank_frames():
     assert pol.confidence(all_blank) == pytest.approx(0.8, abs=1e-4)
 
 
+@pytest.mark.parametrize("scale", [0.1, 3.0, 40.0])
+@pytest.mark.parametrize("name", ["entropy", "max_posterior", "nbest_posterior"])
+def test_confidence_from_logits_equals_the_log_posterior_formula(name, scale):
+    """The decoder's path (logits; one softmax) gives the documented value: the same as
+    confidence(log_softmax(logits)), also with very peaky frames, a large vocabulary, the
+    softmax passed in, and a blank other than 0."""
+    torch.manual_seed(0)
+    pol = get_policy(name, 0.5)
+    for vocab, blank in ((V, 0), (5000, 0), (300, 7)):
+        logits = torch.randn(40, vocab) * scale
+        logits[::3, blank] += 3 * scale  # some blank frames
+        expected = pol.confidence(logits.log_softmax(-1), blank)
+        assert pol.confidence_from_logits(logits, blank) == pytest.approx(expected, abs=2e-5)
+        if pol.uses_softmax:
+            probs = torch.softmax(logits, -1)
+            assert pol.confidence_from_logits(logits, blank, probs) == pytest.approx(
+                expected, abs=2e-5
+            )
+
+
+def test_confidence_from_logits_edge_cases():
+    ent, mp = EntropyPolicy(0.5), MaxPosteriorPolicy(0.5)
+    # -inf logits (p = 0): the p log p = 0 rule, as on log-posteriors
+    z = torch.zeros(3, V)
+    z[:, 3:] = -math.inf
+    assert ent.confidence_from_logits(z) == pytest.approx(math.log(3) / math.log(V), abs=1e-6)
+    assert mp.confidence_from_logits(z) == pytest.approx(1 / 3, abs=1e-6)
+    # equal logits everywhere: uniform (entropy 1), every frame's best is blank (a tie)
+    assert ent.confidence_from_logits(torch.full((4, V), 7.0)) == pytest.approx(1.0, abs=1e-6)
+    assert mp.confidence_from_logits(torch.full((4, V), 7.0)) == pytest.approx(1 / V)
+    with pytest.raises(ValueError, match=r"logits must be \(T, V\)"):
+        ent.confidence_from_logits(torch.zeros(0, V))
+
+
 def test_nbest_posterior_peaky_vs_flat():
     pol = NBestPosteriorPolicy(0.5, nbest=4)
     assert pol.confidence(peaky([0, 3, 3, 0, 2, 0], p=0.999)) > 0.95
