@@ -524,15 +524,11 @@ class EarlyExitSpeech2Text(Speech2Text):
         for k in self.exit_layers:
             state, out, olens = model.encode_to(state, k)
             z_conf, conf_lens, logits = self._policy_logits(k, out, olens)
-            p_conf = torch.softmax(z_conf, dim=-1) if policy.uses_softmax else None
+            row_confs, p_conf = self._confidences(z_conf, conf_lens)
             accepted = []
             for row, i in enumerate(active):
-                n = int(conf_lens[row])
-                c = policy.confidence_from_logits(
-                    z_conf[row, :n], model.blank_id, None if p_conf is None else p_conf[row, :n]
-                )
-                confs[i][k] = c
-                if policy.accept(c, k == last):
+                confs[i][k] = row_confs[row]
+                if policy.accept(row_confs[row], k == last):
                     accepted.append(row)
             if accepted:
                 probs = p_conf if logits is not None else None  # all frames: reusable
@@ -591,16 +587,12 @@ class EarlyExitSpeech2Text(Speech2Text):
             t_head = time.perf_counter() - t1
             if with_conf:
                 if policy.frame_stride == 1 and logits is not None:
-                    z_conf, conf_lens, p_conf = logits, olens, probs
+                    row_confs, _ = self._confidences(logits, olens, probs)
                 else:
                     z_conf, conf_lens, _ = self._policy_logits(k, out, olens)
-                    p_conf = None
+                    row_confs, _ = self._confidences(z_conf, conf_lens)
                 for i in range(n_utt):
-                    n = int(conf_lens[i])
-                    confs[i][k] = policy.confidence_from_logits(
-                        z_conf[i, :n], model.blank_id,
-                        p_conf[i, :n] if p_conf is not None and policy.uses_softmax else None,
-                    )
+                    confs[i][k] = row_confs[i]
             t2 = time.perf_counter()
             decoded = self._decode_at(k, out, olens, logits, probs)
             self._sync()
@@ -633,6 +625,24 @@ class EarlyExitSpeech2Text(Speech2Text):
             return logits, olens, logits
         sub = head.ctc_lo(out[:, ::stride])
         return sub, (olens + stride - 1) // stride, None
+
+    def _confidences(
+        self, logits: torch.Tensor, lengths: torch.Tensor, probs: Optional[torch.Tensor] = None
+    ) -> Tuple[List[float], Optional[torch.Tensor]]:
+        """The policy's confidence of each row of (B, T, V) CTC logits (its first lengths[b]
+        frames), and the softmax it used: computed once for the batch where the policy uses
+        one (``uses_softmax``) and none was given; None otherwise."""
+        policy = self.policy
+        if probs is None and policy.uses_softmax:
+            probs = torch.softmax(logits, dim=-1)
+        confidences = []
+        for row in range(logits.size(0)):
+            n = int(lengths[row])
+            confidences.append(policy.confidence_from_logits(
+                logits[row, :n], self.asr_model.blank_id,
+                None if probs is None else probs[row, :n],
+            ))
+        return confidences, probs
 
     @staticmethod
     def _text_of(results: List[EarlyExitResult]) -> str:
