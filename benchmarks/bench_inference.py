@@ -25,7 +25,9 @@ What is measured:
    the policy then really evaluates exits 2, 4, 6 and accepts at 6 (checked). The overhead is
    the CTC head + confidence at exits 2 and 4 (a 256x5000 projection each, 0.64 GFLOPs, about
    3/4 of a block; with --exit_head_rank R a 256xR + Rx5000 one); the table gives that FLOPs
-   floor next to the measured overhead, and the same policies with --frame_stride 4
+   floor next to the measured overhead, the same decodes with the per-frame statistics
+   computed by torch ops instead of the C kernel (frame_stats.py; when the kernel is built),
+   and the same policies with --frame_stride 4
    (confidence from every 4th frame, see
    policies.py), which cuts that head cost at the evaluated exits.
 4. Exit 6 vs ESPnet's stock ``Speech2Text`` on the same weights (the stock model: ESPnet's
@@ -164,6 +166,7 @@ def main():
 
     from espnet2.bin.asr_inference import Speech2Text
     from espnet_early_exit.costs import exit_costs
+    from espnet_early_exit.frame_stats import kernel_loaded, kernel_path
     from espnet_early_exit.inference import EarlyExitSpeech2Text
     from espnet_early_exit.task import EarlyExitASRTask
 
@@ -264,6 +267,20 @@ def main():
     items["fixed6_peaky"] = lambda: fixed_pk(wave)
     for name, s2t in policies.items():
         items[name] = (lambda s: (lambda: s(wave)))(s2t)
+    if kernel_loaded():
+        # the same decodes with the frame statistics from torch ops instead of the C kernel
+        def torch_stats(fn):
+            def run():
+                os.environ["EEE_FRAME_STATS"] = "torch"
+                try:
+                    return fn()
+                finally:
+                    del os.environ["EEE_FRAME_STATS"]
+            return run
+
+        items["fixed6_peaky torch ops"] = torch_stats(items["fixed6_peaky"])
+        for name in [n for n in policies if "stride" not in n and n != "nbest_posterior"]:
+            items[f"{name} torch ops"] = torch_stats(items[name])
     items["stock_enc_argmax"] = stock_enc_argmax
     items["stock_greedy"] = lambda: stock_greedy(wave)
     items["ours_att6"] = lambda: ours_att(wave)
@@ -314,6 +331,14 @@ def main():
             continue
         ov = med[name] / med["fixed6_peaky"] - 1
         p(f"| {name} | {th:.4f} | {cs} | {med[name] * 1000:.0f} | {ov * 100:+.1f}% |")
+        if f"{name} torch ops" in med:
+            t_name, t_fixed = med[f"{name} torch ops"], med["fixed6_peaky torch ops"]
+            p(f"| {name}, torch ops (fixed {t_fixed * 1000:.0f} ms) | {th:.4f} | {cs} | "
+              f"{t_name * 1000:.0f} | {(t_name / t_fixed - 1) * 100:+.1f}% |")
+    p("frame statistics (entropy, max_posterior, greedy): "
+      + (f"C kernel {kernel_path()}; 'torch ops' rows: the same decodes without it"
+         if kernel_loaded() else "torch ops (kernel not built: "
+         "python -m espnet_early_exit.frame_stats build)"))
     p("")
     target = 0.9 / share[K]
     sp_ref = med["stock_enc_argmax"] / med["fixed6"]

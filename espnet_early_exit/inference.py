@@ -56,6 +56,7 @@ from espnet2.torch_utils.device_funcs import to_device
 import espnet_early_exit.task  # noqa: F401  (registers the plugin with ESPnet's ASR task)
 from espnet_early_exit.costs import model_fs
 from espnet_early_exit.encoders.exits import EncoderState
+from espnet_early_exit.frame_stats import FrameStats, frame_stats
 from espnet_early_exit.model import EarlyExitASRModel
 from espnet_early_exit.policies import ExitPolicy, get_policy
 
@@ -524,16 +525,16 @@ class EarlyExitSpeech2Text(Speech2Text):
         for k in self.exit_layers:
             state, out, olens = model.encode_to(state, k)
             z_conf, conf_lens, logits = self._policy_logits(k, out, olens)
-            row_confs, p_conf = self._confidences(z_conf, conf_lens)
+            row_confs, s_conf = self._confidences(z_conf, conf_lens)
             accepted = []
             for row, i in enumerate(active):
                 confs[i][k] = row_confs[row]
                 if policy.accept(row_confs[row], k == last):
                     accepted.append(row)
             if accepted:
-                probs = p_conf if logits is not None else None  # all frames: reusable
+                stats = s_conf if logits is not None else None  # all frames: reusable
                 if len(accepted) == len(active):  # all of them: no copy
-                    decoded = self._decode_at(k, out, olens, logits, probs)
+                    decoded = self._decode_at(k, out, olens, logits, stats)
                 else:
                     idx = torch.tensor(accepted, device=out.device)
 
@@ -541,7 +542,8 @@ class EarlyExitSpeech2Text(Speech2Text):
                         return None if x is None else x.index_select(0, idx)
 
                     decoded = self._decode_at(
-                        k, pick(out), pick(olens), pick(logits), pick(probs)
+                        k, pick(out), pick(olens), pick(logits),
+                        None if stats is None else stats.rows(idx),
                     )
                 for row, d in zip(accepted, decoded):
                     i = active[row]
@@ -579,22 +581,22 @@ class EarlyExitSpeech2Text(Speech2Text):
             self._sync()
             t1 = time.perf_counter()
             t_encoder += t1 - t0
-            logits = probs = None
+            logits = stats = None
             if self.greedy:
                 logits = model.ctc_at(k).ctc_lo(out)
-                probs = torch.softmax(logits, dim=-1)
+                stats = frame_stats(logits)
             self._sync()
             t_head = time.perf_counter() - t1
             if with_conf:
                 if policy.frame_stride == 1 and logits is not None:
-                    row_confs, _ = self._confidences(logits, olens, probs)
+                    row_confs, _ = self._confidences(logits, olens, stats)
                 else:
                     z_conf, conf_lens, _ = self._policy_logits(k, out, olens)
                     row_confs, _ = self._confidences(z_conf, conf_lens)
                 for i in range(n_utt):
                     confs[i][k] = row_confs[i]
             t2 = time.perf_counter()
-            decoded = self._decode_at(k, out, olens, logits, probs)
+            decoded = self._decode_at(k, out, olens, logits, stats)
             self._sync()
             t_search = time.perf_counter() - t2
             if timings is not None:
@@ -627,22 +629,22 @@ class EarlyExitSpeech2Text(Speech2Text):
         return sub, (olens + stride - 1) // stride, None
 
     def _confidences(
-        self, logits: torch.Tensor, lengths: torch.Tensor, probs: Optional[torch.Tensor] = None
-    ) -> Tuple[List[float], Optional[torch.Tensor]]:
+        self, logits: torch.Tensor, lengths: torch.Tensor, stats: Optional[FrameStats] = None
+    ) -> Tuple[List[float], Optional[FrameStats]]:
         """The policy's confidence of each row of (B, T, V) CTC logits (its first lengths[b]
-        frames), and the softmax it used: computed once for the batch where the policy uses
-        one (``uses_softmax``) and none was given; None otherwise."""
+        frames), and the frame statistics it used: computed once for the batch where the
+        policy uses them (``uses_frame_stats``) and none were given; None otherwise."""
         policy = self.policy
-        if probs is None and policy.uses_softmax:
-            probs = torch.softmax(logits, dim=-1)
+        if stats is None and policy.uses_frame_stats:
+            stats = frame_stats(logits)
         confidences = []
         for row in range(logits.size(0)):
             n = int(lengths[row])
             confidences.append(policy.confidence_from_logits(
                 logits[row, :n], self.asr_model.blank_id,
-                None if probs is None else probs[row, :n],
+                None if stats is None else stats.frames(row, n),
             ))
-        return confidences, probs
+        return confidences, stats
 
     @staticmethod
     def _text_of(results: List[EarlyExitResult]) -> str:
@@ -664,23 +666,23 @@ class EarlyExitSpeech2Text(Speech2Text):
         out: torch.Tensor,
         olens: torch.Tensor,
         logits: Optional[torch.Tensor] = None,
-        probs: Optional[torch.Tensor] = None,
+        stats: Optional[FrameStats] = None,
     ) -> List[list]:
         """ESPnet-style n-best lists of (text, token, token_int, hyp) at exit k, per row
-        (``logits``: exit k's CTC logits of ``out``, ``probs``: their softmax, where they were
-        computed already)."""
+        (``logits``: exit k's CTC logits of ``out``, ``stats``: their frame statistics, where
+        they were computed already)."""
         search = self.searcher(k)
         model = self.asr_model
         n_utt = out.size(0)
         if isinstance(search, _Greedy):
-            if logits is None:
-                logits = model.ctc_at(k).ctc_lo(out)
-            if probs is None:
-                probs = torch.softmax(logits, dim=-1)
+            if stats is None:
+                if logits is None:
+                    logits = model.ctc_at(k).ctc_lo(out)
+                stats = frame_stats(logits)
             # best path: the argmax token per frame, scored by its log-posterior
-            # (log max p: the same value as ESPnet's CTC.log_softmax(...).max(), one exp pass)
-            ids = logits.argmax(-1)
-            best = probs.amax(-1).log()
+            # (log max p = -log_sum: the value of ESPnet's CTC.log_softmax(...).max())
+            ids = stats.argmax
+            best = -stats.log_sum
             results = []
             for i in range(n_utt):
                 n = int(olens[i])

@@ -32,10 +32,13 @@ Policies (``POLICIES``; add one with a class and a line there):
     "confidence" at exit k is ``1 - WER_k`` (higher is better; below 0 with many insertions).
 
 The decoder hands each policy the exit's CTC *logits* (:meth:`ExitPolicy.confidence_from_logits`):
-``entropy`` and ``max_posterior`` compute their exact value from them with one softmax pass
-(``log Z = max z - log max p`` and ``H = log Z - sum_v p(v) z(v)``), so that the only work an
-evaluated exit adds is its CTC head and that pass; a policy that needs the log-posteriors gets
-them from the default implementation (log-softmax, then :meth:`ExitPolicy.confidence`).
+``entropy`` and ``max_posterior`` compute their exact value from four per-frame statistics of
+them (:mod:`espnet_early_exit.frame_stats`: ``log Z - max z``, ``E_p[z] - max z``, ``max z`` and
+the argmax; ``H = log Z - E_p[z]``, ``max p = exp(max z - log Z)``), one pass over the logits
+(a C kernel on CPU), so that the only work an evaluated exit adds is its CTC head and that pass;
+the greedy search at the accepted exit reuses the statistics. A policy that needs the
+log-posteriors gets them from the default implementation (log-softmax, then
+:meth:`ExitPolicy.confidence`).
 
 ``entropy`` and ``max_posterior`` are frame means; with ``frame_stride`` n > 1 they are
 estimated from every n-th encoder frame, so that the CTC head (a d x V projection, costly for a
@@ -54,6 +57,8 @@ from typing import Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, 
 
 import numpy as np
 import torch
+
+from espnet_early_exit.frame_stats import FrameStats, frame_stats
 
 __all__ = [
     "ExitPolicy",
@@ -83,7 +88,7 @@ class ExitPolicy:
     dynamic: ClassVar[bool] = True  # whether the exit depends on the input
     needs_reference: ClassVar[bool] = False
     frame_stride: int = 1  # >1: confidence from every n-th frame (frame-mean policies only)
-    uses_softmax: ClassVar[bool] = False  # confidence_from_logits takes probs = softmax(logits)
+    uses_frame_stats: ClassVar[bool] = False  # confidence_from_logits takes FrameStats
 
     def __init__(self, threshold: Optional[float] = None):
         self.threshold = self.check_threshold(threshold)
@@ -125,14 +130,14 @@ class ExitPolicy:
         raise NotImplementedError
 
     def confidence_from_logits(
-        self, logits: torch.Tensor, blank_id: int = 0, probs: Optional[torch.Tensor] = None
+        self, logits: torch.Tensor, blank_id: int = 0, stats: Optional[FrameStats] = None
     ) -> float:
         """The same number from the exit's CTC logits (T, V), before the softmax.
 
         The decoder calls this one; a policy that can do with less than the (T, V)
         log-posteriors overrides it (see ``entropy`` and ``max_posterior``) and sets
-        ``uses_softmax``: the decoder then passes ``probs = softmax(logits)``, which its greedy
-        search reuses at the accepted exit.
+        ``uses_frame_stats``: the decoder then passes ``stats = frame_stats(logits)``, which
+        its greedy search reuses at the accepted exit.
         """
         return self.confidence(torch.log_softmax(_check_frames(logits, "logits"), -1), blank_id)
 
@@ -188,7 +193,7 @@ class _FrameMeanPolicy(ExitPolicy):
     CTC head on those frames only while deciding, and on all frames only where it decodes.
     """
 
-    uses_softmax = True
+    uses_frame_stats = True
 
     def __init__(self, threshold: Optional[float] = None, frame_stride: int = 1):
         super().__init__(threshold)
@@ -199,6 +204,19 @@ class _FrameMeanPolicy(ExitPolicy):
     def __repr__(self) -> str:
         stride = f", frame_stride={self.frame_stride}" if self.frame_stride > 1 else ""
         return f"{type(self).__name__}(threshold={self.threshold}{stride})"
+
+    def confidence_from_logits(
+        self, logits: torch.Tensor, blank_id: int = 0, stats: Optional[FrameStats] = None
+    ) -> float:
+        z = _check_frames(logits, "logits")
+        value = self.confidence_from_stats(frame_stats(z) if stats is None else stats, blank_id)
+        if value is None:  # non-finite statistics (-inf logits on the torch path): exact rule
+            return super().confidence_from_logits(z, blank_id)
+        return value
+
+    def confidence_from_stats(self, stats: FrameStats, blank_id: int = 0) -> Optional[float]:
+        """The confidence from the frames' statistics; None where they are not finite."""
+        raise NotImplementedError
 
 
 class EntropyPolicy(_FrameMeanPolicy):
@@ -218,17 +236,11 @@ class EntropyPolicy(_FrameMeanPolicy):
         value = float(entropy.mean()) / math.log(log_probs.size(1))
         return min(max(value, 0.0), 1.0)
 
-    def confidence_from_logits(
-        self, logits: torch.Tensor, blank_id: int = 0, probs: Optional[torch.Tensor] = None
-    ) -> float:
-        z = _check_frames(logits, "logits")
-        probs = torch.softmax(z, -1) if probs is None else probs
-        # the most likely token's posterior is exp(max z - log Z), so log Z = max z - log max p;
-        # then H = log Z - sum_v p(v) z(v): one exp pass, no (T, V) log-posteriors or p log p
-        entropy = z.amax(-1) - probs.amax(-1).log() - torch.linalg.vecdot(probs, z)
+    def confidence_from_stats(self, stats: FrameStats, blank_id: int = 0) -> Optional[float]:
+        entropy = stats.entropy()  # H = log Z - E_p[z], per frame
         if not bool(torch.isfinite(entropy).all()):  # -inf logits: p log p needs its 0 rule
-            return super().confidence_from_logits(z, blank_id)
-        value = float(entropy.mean()) / math.log(z.size(1))
+            return None
+        value = float(entropy.mean()) / math.log(stats.vocab_size)
         return min(max(value, 0.0), 1.0)
 
 
@@ -245,15 +257,9 @@ class MaxPosteriorPolicy(_FrameMeanPolicy):
             best = best[nonblank]
         return float(best.exp().mean())
 
-    def confidence_from_logits(
-        self, logits: torch.Tensor, blank_id: int = 0, probs: Optional[torch.Tensor] = None
-    ) -> float:
-        z = _check_frames(logits, "logits")
-        probs = torch.softmax(z, -1) if probs is None else probs
-        best = probs.amax(-1)  # max_v p_t(v), without the argmax's indices
-        # blank is the most likely token where its logit is the maximum (a tie counts as
-        # blank, as torch's argmax picks the first of equal values and blank is usually 0)
-        nonblank = z[:, blank_id] < z.amax(-1)
+    def confidence_from_stats(self, stats: FrameStats, blank_id: int = 0) -> Optional[float]:
+        best = stats.max_posterior()  # max_v p_t(v) = exp(max z - log Z)
+        nonblank = stats.argmax != blank_id  # the first of equal maxima, as torch's argmax
         if bool(nonblank.any()):
             best = best[nonblank]
         return float(best.mean())

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from espnet_early_exit.frame_stats import frame_stats, torch_frame_stats
 from espnet_early_exit.policies import (
     POLICIES,
     EntropyPolicy,
@@ -72,9 +73,9 @@ def test_max_posterior_uses_non_blank_frames():
 @pytest.mark.parametrize("scale", [0.1, 3.0, 40.0])
 @pytest.mark.parametrize("name", ["entropy", "max_posterior", "nbest_posterior"])
 def test_confidence_from_logits_equals_the_log_posterior_formula(name, scale):
-    """The decoder's path (logits; one softmax) gives the documented value: the same as
+    """The decoder's path (logits; frame statistics) gives the documented value: the same as
     confidence(log_softmax(logits)), also with very peaky frames, a large vocabulary, the
-    softmax passed in, and a blank other than 0."""
+    statistics passed in, and a blank other than 0."""
     torch.manual_seed(0)
     pol = get_policy(name, 0.5)
     for vocab, blank in ((V, 0), (5000, 0), (300, 7)):
@@ -82,11 +83,11 @@ def test_confidence_from_logits_equals_the_log_posterior_formula(name, scale):
         logits[::3, blank] += 3 * scale  # some blank frames
         expected = pol.confidence(logits.log_softmax(-1), blank)
         assert pol.confidence_from_logits(logits, blank) == pytest.approx(expected, abs=2e-5)
-        if pol.uses_softmax:
-            probs = torch.softmax(logits, -1)
-            assert pol.confidence_from_logits(logits, blank, probs) == pytest.approx(
-                expected, abs=2e-5
-            )
+        if pol.uses_frame_stats:  # the statistics passed in: torch ops, and the C kernel if built
+            for stats in (torch_frame_stats(logits), frame_stats(logits)):
+                assert pol.confidence_from_logits(logits, blank, stats) == pytest.approx(
+                    expected, abs=2e-5
+                )
 
 
 def test_confidence_from_logits_edge_cases():

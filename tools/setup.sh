@@ -7,7 +7,9 @@
 # installed editable from this checkout on every call (seconds). Needs Python >=3.12,<3.14:
 # $PYTHON if set, else python3.13/python3.12/python3 on PATH, else pyenv's interpreters.
 # Debian tools used by the recipes (sctk's sclite, sox, flac) are installed with apt-get when
-# missing and apt-get is usable (skip with EEE_SKIP_APT=1).
+# missing and apt-get is usable (skip with EEE_SKIP_APT=1). A small C kernel (exit policies'
+# frame statistics) is compiled with the system C compiler into the cache; without a compiler
+# setup warns and decoding uses torch ops.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -73,6 +75,13 @@ if [ "$installed" != "$(realpath "$root")" ]; then
     "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$root" >"$pip_log" 2>&1 \
         || { cat "$pip_log" >&2; rm -f "$pip_log"; echo "ERROR: pip install -e $root failed" >&2; exit 1; }
     rm -f "$pip_log"
+fi
+
+# the C kernel of the per-frame CTC statistics (exit policies, greedy search; CPU decoding is
+# slower without it, not wrong): built once per source version into the cache
+if ! kernel_log="$(cd / && "$venv/bin/python" -m espnet_early_exit.frame_stats build 2>&1)"; then
+    log "WARNING: the frame-statistics kernel was not built, decoding uses torch ops:"
+    echo "$kernel_log" >&2
 fi
 
 if [ -z "${EEE_SKIP_APT:-}" ] && ! command -v sctk >/dev/null 2>&1 && [ ! -x /usr/lib/sctk/bin/sclite ]; then
