@@ -10,7 +10,10 @@ Model: the LibriSpeech-100 Conformer of conf/tuning/train_ee_conformer_ls100_con
 the chosen subsampling front, RANDOM weights, a 5000-token vocabulary; one decoder shared by
 every exit (exit_decoders: shared) so that joint CTC/attention decoding is possible at exit 6.
 Input: 10 s of noise at 16 kHz, batch 1, CPU. Every measurement runs once per repeat,
-interleaved with the others, after one warm-up; medians are reported.
+interleaved with the others, after one warm-up; medians are reported. The policy overheads
+(3.) are timed apart, as pairs: policy and fixed decode back to back, --overhead_rounds times,
+and the median and quartiles of their ratio are reported (the machine's speed drifts by more
+than the few percent being measured; within a pair it does not).
 
 What is measured:
 1. FLOPs share of front-end + subsampling (``encode_begin``), from costs.exit_costs.
@@ -45,9 +48,11 @@ What is measured:
 """
 
 import argparse
+import atexit
 import copy
 import logging
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -136,10 +141,39 @@ def run_interleaved(items, repeats):
     return {name: statistics.median(v) for name, v in times.items()}
 
 
+def paired_overhead(pairs, rounds):
+    """pairs: {name: (base_fn, fn)}. Each round times every pair back to back, the order
+    alternating from round to round (neither side always runs first); the machine's drift
+    over a run cancels in each ratio. Returns per name: the median, first and third quartile
+    of t(fn) / t(base) - 1 over the rounds, and the median t(fn)."""
+    for base, fn in pairs.values():
+        timed(base)
+        timed(fn)
+    ratios = {name: [] for name in pairs}
+    times = {name: [] for name in pairs}
+    for r in range(rounds):
+        for name, (base, fn) in pairs.items():
+            if r % 2:
+                tb = timed(base)
+                tf = timed(fn)
+            else:
+                tf = timed(fn)
+                tb = timed(base)
+            ratios[name].append(tf / tb - 1)
+            times[name].append(tf)
+    out = {}
+    for name, v in ratios.items():
+        q1, _, q3 = statistics.quantiles(v, n=4)
+        out[name] = (statistics.median(v), q1, q3, statistics.median(times[name]))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--overhead_rounds", type=int, default=40,
+                    help="rounds of the paired policy-vs-fixed timings")
     ap.add_argument("--front", choices=["conv2d", "conv1d4"], default="conv2d")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--vocab", type=int, default=5000)
@@ -172,6 +206,7 @@ def main():
 
     K = 6
     work = Path(tempfile.mkdtemp(prefix="bench_ee_"))
+    atexit.register(shutil.rmtree, work, True)  # the saved models: ~0.4 GB per run
     ee_args = build_args(opts.front, opts.vocab, True, work, opts.exit_head_rank)
     model = EarlyExitASRTask.build_model(ee_args).eval()
     ee_cfg, ee_pth = save(model, ee_args, work, "ee")
@@ -265,8 +300,10 @@ def main():
     items = {f"enc{k}": enc_to(k) for k in [0] + exits}
     items["fixed6"] = lambda: fixed(wave)
     items["fixed6_peaky"] = lambda: fixed_pk(wave)
-    for name, s2t in policies.items():
-        items[name] = (lambda s: (lambda: s(wave)))(s2t)
+    pairs = {
+        name: (items["fixed6_peaky"], (lambda s: (lambda: s(wave)))(s2t))
+        for name, s2t in policies.items()
+    }
     if kernel_loaded():
         # the same decodes with the frame statistics from torch ops instead of the C kernel
         def torch_stats(fn):
@@ -278,15 +315,16 @@ def main():
                     del os.environ["EEE_FRAME_STATS"]
             return run
 
-        items["fixed6_peaky torch ops"] = torch_stats(items["fixed6_peaky"])
         for name in [n for n in policies if "stride" not in n and n != "nbest_posterior"]:
-            items[f"{name} torch ops"] = torch_stats(items[name])
+            base, fn = pairs[name]
+            pairs[f"{name}, torch ops"] = (torch_stats(base), torch_stats(fn))
     items["stock_enc_argmax"] = stock_enc_argmax
     items["stock_greedy"] = lambda: stock_greedy(wave)
     items["ours_att6"] = lambda: ours_att(wave)
     items["stock_att"] = lambda: stock_att(wave)
     load_before = os.getloadavg()
     med = run_interleaved(items, opts.repeats)
+    overhead = paired_overhead(pairs, opts.overhead_rounds)
 
     full = med[f"enc{exits[-1]}"]
     head = {e["exit"]: e["head_gflops"] for e in costs["exits"]}
@@ -322,19 +360,20 @@ def main():
       f"evaluated) vs fixed exit {K} ({med['fixed6_peaky'] * 1000:.0f} ms); target <= 5%; "
       f"FLOPs floor (the earlier exits' CTC heads): "
       f"{sum(head[k] for k in exits if k < K) / (share[K] * full_gflops + head[K]) * 100:.1f}%")
-    p("| policy | threshold | confidences at 2/4/6 | time ms | overhead |")
-    p("|---|---|---|---|---|")
+    p(f"(each overhead: median over {opts.overhead_rounds} rounds of policy/fixed timed back to "
+      f"back, with the quartiles of that ratio)")
+    p("| policy | threshold | confidences at 2/4/6 | time ms | overhead | quartiles |")
+    p("|---|---|---|---|---|---|")
     for name, (th, confs) in thresholds.items():
         cs = "/".join(f"{confs[k]:.3f}" for k in exits if k <= K)
         if th is None:
-            p(f"| {name} | - | {cs} | - | no threshold accepts exactly at {K} |")
+            p(f"| {name} | - | {cs} | - | no threshold accepts exactly at {K} | |")
             continue
-        ov = med[name] / med["fixed6_peaky"] - 1
-        p(f"| {name} | {th:.4f} | {cs} | {med[name] * 1000:.0f} | {ov * 100:+.1f}% |")
-        if f"{name} torch ops" in med:
-            t_name, t_fixed = med[f"{name} torch ops"], med["fixed6_peaky torch ops"]
-            p(f"| {name}, torch ops (fixed {t_fixed * 1000:.0f} ms) | {th:.4f} | {cs} | "
-              f"{t_name * 1000:.0f} | {(t_name / t_fixed - 1) * 100:+.1f}% |")
+        for row in [name, f"{name}, torch ops"]:
+            if row in overhead:
+                ov, q1, q3, t = overhead[row]
+                p(f"| {row} | {th:.4f} | {cs} | {t * 1000:.0f} | {ov * 100:+.1f}% | "
+                  f"{q1 * 100:+.1f} / {q3 * 100:+.1f}% |")
     p("frame statistics (entropy, max_posterior, greedy): "
       + (f"C kernel {kernel_path()}; 'torch ops' rows: the same decodes without it"
          if kernel_loaded() else "torch ops (kernel not built: "
