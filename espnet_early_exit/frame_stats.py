@@ -60,6 +60,7 @@ class FrameStats:
     mean_shift: torch.Tensor
     argmax: torch.Tensor
     vocab_size: int  # V
+    finite: bool = False  # True: log_sum and mean_shift are known to be finite everywhere
 
     def entropy(self) -> torch.Tensor:
         """Frame entropy in nats: log Z - E_p[z] = log_sum - mean_shift."""
@@ -70,11 +71,13 @@ class FrameStats:
 
     def frames(self, row: int, n: int) -> "FrameStats":
         """The first n frames of batch row ``row`` (statistics of a (B, T, V) batch)."""
-        return FrameStats(*(x[row, :n] for x in self._tensors()), self.vocab_size)
+        return FrameStats(*(x[row, :n] for x in self._tensors()), self.vocab_size, self.finite)
 
     def rows(self, index: torch.Tensor) -> "FrameStats":
         """The batch rows ``index`` (index_select on dimension 0)."""
-        return FrameStats(*(x.index_select(0, index) for x in self._tensors()), self.vocab_size)
+        return FrameStats(
+            *(x.index_select(0, index) for x in self._tensors()), self.vocab_size, self.finite
+        )
 
     def _tensors(self) -> List[torch.Tensor]:
         return [self.max, self.log_sum, self.mean_shift, self.argmax]
@@ -88,9 +91,9 @@ def frame_stats(logits: torch.Tensor) -> FrameStats:
     lib = _kernel() if _kernel_applies(logits) else None
     if lib is not None:
         stats = _kernel_stats(lib, logits)
-        # NaN or +inf logits: torch's ops give the reference result (non-finite) for them
-        if bool(torch.isfinite(stats.log_sum).all()) and bool(torch.isfinite(stats.mean_shift).all()):
+        if stats is not None:
             return stats
+        # NaN or +inf logits: torch's ops give the reference result (non-finite) for them
     return torch_frame_stats(logits)
 
 
@@ -113,20 +116,22 @@ def _kernel_applies(logits: torch.Tensor) -> bool:
     )
 
 
-def _kernel_stats(lib, logits: torch.Tensor) -> FrameStats:
+def _kernel_stats(lib, logits: torch.Tensor) -> Optional[FrameStats]:
+    """The kernel's statistics, or None where some are not finite (NaN or +inf logits)."""
     z = logits.detach().contiguous()
     V = z.size(-1)
     rows = z.numel() // V
     shape = z.shape[:-1]
-    m = torch.empty(shape, dtype=torch.float32)
-    log_sum = torch.empty(shape, dtype=torch.float32)
-    mean_shift = torch.empty(shape, dtype=torch.float32)
+    floats = torch.empty((3, *shape), dtype=torch.float32)
     argmax = torch.empty(shape, dtype=torch.int64)
-    lib.eee_frame_stats(
+    m, log_sum, mean_shift = floats.unbind(0)
+    bad = lib.eee_frame_stats(
         z.data_ptr(), rows, V, m.data_ptr(), log_sum.data_ptr(), mean_shift.data_ptr(),
         argmax.data_ptr(), torch.get_num_threads(),
     )
-    return FrameStats(m, log_sum, mean_shift, argmax, V)
+    if bad:
+        return None
+    return FrameStats(m, log_sum, mean_shift, argmax, V, finite=True)
 
 
 # ------------------------------------------------------------------------- the C kernel
@@ -194,7 +199,7 @@ _LIB_TRIED = False
 def _load(path: Path):
     lib = ctypes.CDLL(str(path))
     fn = lib.eee_frame_stats
-    fn.restype = None
+    fn.restype = ctypes.c_int64
     fn.argtypes = [
         ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,

@@ -238,8 +238,8 @@ class EntropyPolicy(_FrameMeanPolicy):
 
     def confidence_from_stats(self, stats: FrameStats, blank_id: int = 0) -> Optional[float]:
         entropy = stats.entropy()  # H = log Z - E_p[z], per frame
-        if not bool(torch.isfinite(entropy).all()):  # -inf logits: p log p needs its 0 rule
-            return None
+        if not stats.finite and not bool(torch.isfinite(entropy).all()):
+            return None  # -inf logits on the torch path: p log p needs its 0 rule
         value = float(entropy.mean()) / math.log(stats.vocab_size)
         return min(max(value, 0.0), 1.0)
 

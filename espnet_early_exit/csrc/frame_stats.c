@@ -12,8 +12,8 @@
  *
  * exp(d) is computed for d = z - max clamped to [-87, 0] (so no result is subnormal, whose
  * arithmetic is slow, and -inf logits need no special case); a clamped term is below 1.7e-38,
- * so it changes neither sum at float precision. A NaN logit makes log_sum and mean_shift NaN
- * (the caller checks and falls back to torch). Rows are split over the OpenMP threads of the
+ * so it changes neither sum at float precision. A NaN logit makes log_sum and mean_shift NaN;
+ * the count of such rows is returned (the caller then falls back to torch). Rows are split over the OpenMP threads of the
  * calling process (torch's runtime, libgomp.so.1, when torch is loaded first).
  *
  * Build: see espnet_early_exit/frame_stats.py (python -m espnet_early_exit.frame_stats build).
@@ -92,12 +92,17 @@ static void row_stats(const float *z, int64_t V, float *out_max, float *out_log_
     *out_argmax = arg;
 }
 
-/* Statistics of the n_rows rows of z (n_rows x V, row-major), using up to n_threads threads. */
-void eee_frame_stats(const float *z, int64_t n_rows, int64_t V, float *out_max,
-                     float *out_log_sum, float *out_mean_shift, int64_t *out_argmax,
-                     int n_threads) {
+/* Statistics of the n_rows rows of z (n_rows x V, row-major), using up to n_threads threads.
+ * Returns the number of rows whose log_sum or mean_shift is not finite (NaN or inf logits). */
+int64_t eee_frame_stats(const float *z, int64_t n_rows, int64_t V, float *out_max,
+                        float *out_log_sum, float *out_mean_shift, int64_t *out_argmax,
+                        int n_threads) {
+    int64_t bad = 0;
     if (n_threads < 1 || n_rows < 16) n_threads = 1;
-#pragma omp parallel for num_threads(n_threads) schedule(static)
-    for (int64_t r = 0; r < n_rows; r++)
+#pragma omp parallel for num_threads(n_threads) schedule(static) reduction(+ : bad)
+    for (int64_t r = 0; r < n_rows; r++) {
         row_stats(z + r * V, V, out_max + r, out_log_sum + r, out_mean_shift + r, out_argmax + r);
+        bad += !(isfinite(out_log_sum[r]) && isfinite(out_mean_shift[r]));
+    }
+    return bad;
 }
