@@ -297,6 +297,29 @@ def test_batch_equals_one_by_one(peaky_files, kind):
         same(b, s)
 
 
+@pytest.mark.parametrize("policy", ["entropy", "max_posterior", "fixed"])
+def test_frame_stats_kernel_and_torch_ops_decode_the_same(peaky_files, policy, monkeypatch):
+    """The per-frame statistics from the C kernel (when built) and from torch ops give the
+    same tokens, exits, scores and confidences, in a batch whose rows leave at different
+    exits; with the kernel built, it is the one in use."""
+    from espnet_early_exit import frame_stats as fs
+
+    if policy == "fixed":
+        dec = s2t(peaky_files, exit_layer=2, **GREEDY)
+    elif policy == "max_posterior":
+        th = _pick_split_threshold(peaky_files)
+        dec = s2t(peaky_files, exit_policy="max_posterior", exit_threshold=th, **GREEDY)
+    else:
+        dec = s2t(peaky_files, exit_policy="entropy", exit_threshold=0.5, **GREEDY)
+    default = dec.decode_batch(WAVES)
+    monkeypatch.setenv("EEE_FRAME_STATS", "torch")
+    torch_ops = dec.decode_batch(WAVES)
+    for a, b in zip(default, torch_ops):
+        same(a, b)
+    if fs.kernel_path().exists():
+        assert fs.kernel_loaded()
+
+
 def test_light_front(tmp_path):
     files = make_model_dir(tmp_path / "conv1d4", input_layer="conv1d4", peaky_exit=2)
     dec = s2t(files, exit_policy="max_posterior", exit_threshold=0.9, **GREEDY)
