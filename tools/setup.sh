@@ -6,10 +6,10 @@
 # so repeated runs (and other checkouts with the same pins) reuse it. The project itself is
 # installed editable from this checkout on every call (seconds). Needs Python >=3.12,<3.14:
 # $PYTHON if set, else python3.13/python3.12/python3 on PATH, else pyenv's interpreters.
-# Debian tools used by the recipes (sctk's sclite, sox, flac) are installed with apt-get when
-# missing and apt-get is usable (skip with EEE_SKIP_APT=1). A small C kernel (exit policies'
-# frame statistics) is compiled with the system C compiler into the cache; without a compiler
-# setup warns and decoding uses torch ops.
+# Debian tools used by the recipes (sctk's sclite, sox, flac) and a C compiler (gcc) are
+# installed with apt-get when missing and apt-get is usable (skip with EEE_SKIP_APT=1). A small
+# C kernel (exit policies' frame statistics) is compiled with it into the cache; without a
+# compiler setup warns and decoding uses torch ops.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -77,20 +77,28 @@ if [ "$installed" != "$(realpath "$root")" ]; then
     rm -f "$pip_log"
 fi
 
+# Debian packages: sctk sox flac (sclite scoring, audio tools) and a C compiler (the kernel below)
+apt_pkgs=()
+if ! command -v sctk >/dev/null 2>&1 && [ ! -x /usr/lib/sctk/bin/sclite ]; then
+    apt_pkgs+=(sctk sox flac)
+fi
+if [ -z "${CC:-}" ] && ! command -v cc >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1; then
+    apt_pkgs+=(gcc)
+fi
+if [ -z "${EEE_SKIP_APT:-}" ] && [ "${#apt_pkgs[@]}" -gt 0 ]; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        log "installing Debian packages ${apt_pkgs[*]}"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_pkgs[@]}"; } >&2 \
+            || log "WARNING: apt-get failed; without sctk scoring uses the in-Python WER, without gcc decoding uses torch ops"
+    else
+        log "NOTE: not installed (no apt-get as root): ${apt_pkgs[*]}; scoring falls back to the in-Python WER (sctk), decoding to torch ops (gcc)"
+    fi
+fi
+
 # the C kernel of the per-frame CTC statistics (exit policies, greedy search; CPU decoding is
 # slower without it, not wrong): built once per source version into the cache
 if ! kernel_log="$(cd / && "$venv/bin/python" -m espnet_early_exit.frame_stats build 2>&1)"; then
     log "WARNING: the frame-statistics kernel was not built, decoding uses torch ops:"
     echo "$kernel_log" >&2
-fi
-
-if [ -z "${EEE_SKIP_APT:-}" ] && ! command -v sctk >/dev/null 2>&1 && [ ! -x /usr/lib/sctk/bin/sclite ]; then
-    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-        log "installing Debian packages sctk sox flac (sclite scoring, audio tools)"
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sctk sox flac; } >&2 \
-            || log "WARNING: apt-get failed; scoring falls back to the in-Python WER"
-    else
-        log "NOTE: sclite (Debian package sctk) not found; scoring uses the in-Python WER"
-    fi
 fi
 echo "$venv"
