@@ -233,15 +233,13 @@ class EntropyPolicy(_FrameMeanPolicy):
             plogp = log_probs.exp() * log_probs
             plogp = torch.where(torch.isfinite(log_probs), plogp, torch.zeros_like(plogp))
             entropy = -plogp.sum(-1)
-        value = float(entropy.mean()) / math.log(log_probs.size(1))
-        return min(max(value, 0.0), 1.0)
+        return _mean_entropy_share(entropy, log_probs.size(1))
 
     def confidence_from_stats(self, stats: FrameStats, blank_id: int = 0) -> Optional[float]:
         entropy = stats.entropy()  # H = log Z - E_p[z], per frame
         if not stats.finite and not bool(torch.isfinite(entropy).all()):
             return None  # -inf logits on the torch path: p log p needs its 0 rule
-        value = float(entropy.mean()) / math.log(stats.vocab_size)
-        return min(max(value, 0.0), 1.0)
+        return _mean_entropy_share(entropy, stats.vocab_size)
 
 
 class MaxPosteriorPolicy(_FrameMeanPolicy):
@@ -252,17 +250,25 @@ class MaxPosteriorPolicy(_FrameMeanPolicy):
     def confidence(self, log_probs: torch.Tensor, blank_id: int = 0) -> float:
         log_probs = _check_frames(log_probs)
         best, arg = log_probs.max(-1)
-        nonblank = arg != blank_id
-        if bool(nonblank.any()):
-            best = best[nonblank]
-        return float(best.exp().mean())
+        return _mean_over_nonblank(best.exp(), arg, blank_id)
 
     def confidence_from_stats(self, stats: FrameStats, blank_id: int = 0) -> Optional[float]:
-        best = stats.max_posterior()  # max_v p_t(v) = exp(max z - log Z)
-        nonblank = stats.argmax != blank_id  # the first of equal maxima, as torch's argmax
-        if bool(nonblank.any()):
-            best = best[nonblank]
-        return float(best.mean())
+        # max_v p_t(v) = exp(max z - log Z); argmax: the first of equal maxima, as torch's
+        return _mean_over_nonblank(stats.max_posterior(), stats.argmax, blank_id)
+
+
+def _mean_entropy_share(entropy: torch.Tensor, vocab_size: int) -> float:
+    """Mean frame entropy (nats) over its maximum log V, clamped to [0, 1] (rounding)."""
+    value = float(entropy.mean()) / math.log(vocab_size)
+    return min(max(value, 0.0), 1.0)
+
+
+def _mean_over_nonblank(values: torch.Tensor, best_token: torch.Tensor, blank_id: int) -> float:
+    """Mean of per-frame values over the frames whose best token is not blank (all if none)."""
+    nonblank = best_token != blank_id
+    if bool(nonblank.any()):
+        values = values[nonblank]
+    return float(values.mean())
 
 
 def _logaddexp(a: float, b: float) -> float:

@@ -82,7 +82,8 @@ apt_pkgs=()
 if ! command -v sctk >/dev/null 2>&1 && [ ! -x /usr/lib/sctk/bin/sclite ]; then
     apt_pkgs+=(sctk sox flac)
 fi
-if [ -z "${CC:-}" ] && ! command -v cc >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1; then
+if [ -z "${CC:-}" ] && ! command -v cc >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1 \
+        && ! command -v clang >/dev/null 2>&1; then  # the compilers frame_stats.py looks for
     apt_pkgs+=(gcc)
 fi
 if [ -z "${EEE_SKIP_APT:-}" ] && [ "${#apt_pkgs[@]}" -gt 0 ]; then
