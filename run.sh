@@ -1,30 +1,12 @@
 #!/usr/bin/env bash
-# The default recipe: a tiny early-exit Conformer trained and decoded at every exit on mini_an4
-# (8 real AN4 recordings shipped inside the espnet wheel; nothing is downloaded). Runs every stage
-# of egs2/TEMPLATE/asr1/asr.sh on the CPU in a few minutes and ends with exp/asr_*/RESULTS.md.
+# The default recipe, egs2/mini_an4/asr1/run.sh (a tiny early-exit Conformer trained and decoded
+# at every exit on mini_an4, on the CPU in a few minutes), with its outputs next to this file.
 #
-#   ./run.sh                          everything (sets up the Python environment the first time)
+#   ./run.sh                              everything (sets up the Python environment the first time)
 #   ./run.sh --stage 12 --stop_stage 13   any option of the driver: egs2/TEMPLATE/asr1/asr.sh --help
-#   EEE_NO_SETUP=1 ./run.sh           use the python on PATH instead of tools/setup.sh's environment
+#   EEE_NO_SETUP=1 ./run.sh               use the python on PATH instead of tools/setup.sh's environment
 #
 # Outputs go to data/ dump/ exp/ downloads/ next to this file (--workdir DIR to put them elsewhere).
-# mini_an4 is a smoke test: 5 training and 2 test utterances (dev = test), no result to report;
-# the policy thresholds are picked to spread the exits this tiny model takes.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck disable=SC1091
-. "${root}/egs2/TEMPLATE/asr1/path.sh"
-
-exec "${root}/egs2/TEMPLATE/asr1/asr.sh" \
-    --workdir "${root}" \
-    --local_data_script "${root}/local/mini_an4.py" \
-    --local_data_opts "--download_dir downloads" \
-    --train_set train \
-    --valid_set dev \
-    --test_sets test \
-    --token_type char \
-    --ngpu 0 \
-    --asr_config "${root}/conf/train_asr.yaml" \
-    --inference_config "${root}/conf/decode_ee_ctc_greedy.yaml" \
-    --exit_policies "entropy:0.52,0.56 max_posterior:0.4,0.5" \
-    "$@"
+exec "${root}/egs2/mini_an4/asr1/run.sh" --workdir "${root}" "$@"

@@ -2,7 +2,8 @@
 """Training overhead of exits: the LibriSpeech-100 EE Conformer (6 CTC exits) vs the same
 architecture with one exit (ESPnet's model), on the same batch, side by side in one run.
 
-Prints, for the single-exit model and each EE variant (`--variants`): the median training-step
+Prints, for the single-exit model and each EE variant (`--variants`), at each vocabulary size
+(`--vocab`, default 5000 = the LibriSpeech-100 BPE and 256 = the paper's): the median training-step
 wall time and process CPU time (forward + backward + Adam step, interleaved repeats), the FLOPs
 of a step (`torch.utils.flop_counter`: deterministic, immune to a busy machine), the training
 memory, and the ratios to the single-exit model. Target: time and memory ratios <= 1.10.
@@ -19,6 +20,12 @@ keeps freed memory). On a GPU: `torch.cuda.max_memory_allocated` over a step.
 
     python benchmarks/bench_training.py [--batch 4 --seconds 8 --repeats 5 --threads 2]
     python benchmarks/bench_training.py --device cuda   # on a GPU: peak from torch.cuda
+
+`--results FILE` also writes every measured row to FILE (JSON, with the command line, the git
+commit, the machine and the date: espnet_early_exit.provenance); the README's "Cost of exits"
+numbers are rendered from docs/results/bench/training.json by tools/render_docs.py.
+`--quick` (tiny sizes, one repeat) only checks that the script and its results file work.
+Run with the repository root on PYTHONPATH (`. tools/activate.sh`).
 """
 
 from __future__ import annotations
@@ -33,7 +40,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 CONFIG = REPO / "conf" / "tuning" / "train_ee_conformer_ls100.yaml"
 
 
@@ -42,7 +48,8 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-DEFAULT_VARIANTS = ["single", "ee", "ee_eager", "ee_rank128_eager", "ee_rank64_eager"]
+DEFAULT_VARIANTS = ["single", "ee", "ee_eager", "ee_rank64", "ee_rank64_eager"]
+DEFAULT_VOCABS = [5000, 256]
 
 
 def variant_conf(variant: str) -> dict:
@@ -120,7 +127,7 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def measure_memory(variant: str, a) -> dict:
+def measure_memory(variant: str, vocab: int, a) -> dict:
     """Runs in a fresh process: peak memory of `a.memory_steps` training steps."""
     import torch
 
@@ -129,9 +136,9 @@ def measure_memory(variant: str, a) -> dict:
     import espnet_early_exit.task  # noqa: F401  (imports before the baseline)
 
     base = rss_mb()
-    model = build(variant, a.vocab, a.device)
+    model = build(variant, vocab, a.device)
     optim = torch.optim.Adam(model.parameters(), lr=1e-4)
-    batch = make_batch(a.batch, a.seconds, a.vocab, a.device)
+    batch = make_batch(a.batch, a.seconds, vocab, a.device)
     if a.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         base_cuda = torch.cuda.memory_allocated()
@@ -162,45 +169,43 @@ def measure_memory(variant: str, a) -> dict:
             "what": "params+grads+Adam state+saved activations"}
 
 
-def main():
+def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seconds", type=float, default=8.0, help="longest utterance (s)")
-    p.add_argument("--vocab", type=int, default=5000)
+    p.add_argument("--vocab", type=int, nargs="+", default=DEFAULT_VOCABS,
+                   help="vocabulary sizes, one table each (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--memory_steps", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS,
                    help="single first, then EE variants (default: %(default)s)")
+    p.add_argument("--results", type=Path, default=None,
+                   help="also write the measured rows to this JSON file (docs/results/bench/...)")
+    p.add_argument("--quick", action="store_true",
+                   help="batch 1, 1 s, vocab 64, one repeat and memory step: checks the script only")
     p.add_argument("--memory_only", help=argparse.SUPPRESS)
-    a = p.parse_args()
+    return p
 
-    if a.memory_only:
-        print(json.dumps(measure_memory(a.memory_only, a)))
-        return
 
-    import torch
-
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
+def parse_args(argv=None):
+    a = get_parser().parse_args(argv)
+    if a.quick:
+        a.batch, a.seconds, a.vocab, a.repeats, a.memory_steps = 1, 1.0, [64], 1, 1
     if a.variants[0] != "single":
         a.variants.insert(0, "single")
     for v in a.variants:
         variant_conf(v)  # bad names fail before any work
-    models = {v: build(v, a.vocab, a.device) for v in a.variants}
-    # identical weights where the architectures overlap
-    for v in a.variants[1:]:
-        models[v].load_state_dict(models["single"].state_dict(), strict=False)
-    optims = {v: torch.optim.Adam(m.parameters(), lr=1e-4) for v, m in models.items()}
-    batch = make_batch(a.batch, a.seconds, a.vocab, a.device)
-    params = {v: sum(p.numel() for p in m.parameters()) for v, m in models.items()}
+    return a
 
+
+def count_flops(models: dict, batch) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     flops = {}
+    speech, lengths, text, text_len = batch
     for v, m in models.items():
-        speech, lengths, text, text_len = batch
         # eager heads do the same arithmetic as "keep" (a gradient pass inside the forward),
         # but the counter's module hooks cannot follow a nested autograd.grad: count as "keep"
         memory_mode, m.exit_head_memory = m.exit_head_memory, "keep"
@@ -210,7 +215,14 @@ def main():
         m.zero_grad(set_to_none=True)
         m.exit_head_memory = memory_mode
         flops[v] = counter.get_total_flops()
+    return flops
 
+
+def time_steps(models: dict, batch, a):
+    """Median wall and process-CPU seconds of a training step per model, interleaved."""
+    import torch
+
+    optims = {v: torch.optim.Adam(m.parameters(), lr=1e-4) for v, m in models.items()}
     times = {v: [] for v in models}
     cpu_times = {v: [] for v in models}
     for v in models:  # warm-up
@@ -225,44 +237,89 @@ def main():
             sync(a.device)
             times[v].append(time.perf_counter() - t)
             cpu_times[v].append(time.process_time() - c)
+    return ({v: statistics.median(t) for v, t in times.items()},
+            {v: statistics.median(t) for v, t in cpu_times.items()})
 
-    memory = {}
-    for v in a.variants:
-        out = subprocess.run(
-            [sys.executable, __file__, "--memory_only", v, "--batch", str(a.batch),
-             "--seconds", str(a.seconds), "--vocab", str(a.vocab), "--threads", str(a.threads),
-             "--memory_steps", str(a.memory_steps), "--device", a.device],
-            capture_output=True, text=True, check=True,
-        )
-        memory[v] = json.loads(out.stdout.strip().splitlines()[-1])
 
-    device_name = (
-        torch.cuda.get_device_name() if a.device.startswith("cuda")
-        else f"CPU, {a.threads} threads"
+def memory_in_subprocess(variant: str, vocab: int, a) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory_only", variant, "--batch", str(a.batch),
+         "--seconds", str(a.seconds), "--vocab", str(vocab), "--threads", str(a.threads),
+         "--memory_steps", str(a.memory_steps), "--device", a.device],
+        capture_output=True, text=True, check=True,
     )
-    med = {v: statistics.median(times[v]) for v in times}
-    cpu = {v: statistics.median(cpu_times[v]) for v in cpu_times}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(vocab: int, a) -> dict:
+    """One table: every variant at this vocabulary size."""
+    import torch
+
+    torch.manual_seed(0)
+    models = {v: build(v, vocab, a.device) for v in a.variants}
+    for v in a.variants[1:]:  # identical weights where the architectures overlap
+        models[v].load_state_dict(models["single"].state_dict(), strict=False)
+    batch = make_batch(a.batch, a.seconds, vocab, a.device)
+    params = {v: sum(p.numel() for p in m.parameters()) for v, m in models.items()}
+    flops = count_flops(models, batch)
+    wall, cpu = time_steps(models, batch, a)
+    del models
+    rows = []
+    for v in a.variants:
+        mem = memory_in_subprocess(v, vocab, a)
+        rows.append({"variant": v, "exits": describe(v), **variant_conf(v), "params": params[v],
+                     "flops": flops[v], "wall_s": wall[v], "cpu_s": cpu[v],
+                     "memory_mb": mem["peak_mb"], "saved_mb": mem.get("saved_mb"),
+                     "rss_mb": mem["rss_mb"], "memory_what": mem["what"]})
+    return {"vocab": vocab, "rows": rows}
+
+
+def print_table(table: dict, a, device_name: str) -> None:
+    rows = {r["variant"]: r for r in table["rows"]}
+    single = rows["single"]
     print(f"# Training-step overhead of exits ({device_name}; batch {a.batch}, "
-          f"longest {a.seconds:g} s, vocab {a.vocab}, {a.repeats} interleaved repeats)")
-    print(f"# config: {CONFIG.relative_to(REPO)}; memory: {memory['single']['what']}")
+          f"longest {a.seconds:g} s, vocab {table['vocab']}, {a.repeats} interleaved repeats)")
+    print(f"# config: {CONFIG.relative_to(REPO)}; memory: {single['memory_what']}")
     print("| model | exits | params (M) | GFLOPs/step | wall s/step (median) | CPU s/step "
           "| training memory (MB) | saved activations (MB) | peak RSS (MB) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for v in a.variants:
-        exits = describe(v)
-        print(f"| {v} | {exits} | {params[v] / 1e6:.1f} | {flops[v] / 1e9:.1f} | {med[v]:.3f} | "
-              f"{cpu[v]:.3f} | {memory[v]['peak_mb']:.0f} | "
-              f"{memory[v].get('saved_mb', float('nan')):.0f} | {memory[v]['rss_mb']:.0f} |")
-    for v in a.variants[1:]:
-        ratios = {
-            "FLOPs": flops[v] / flops["single"],
-            "wall time": med[v] / med["single"],
-            "CPU time": cpu[v] / cpu["single"],
-            "memory": memory[v]["peak_mb"] / memory["single"]["peak_mb"],
-        }
+    for v, r in rows.items():
+        saved = float("nan") if r["saved_mb"] is None else r["saved_mb"]
+        print(f"| {v} | {r['exits']} | {r['params'] / 1e6:.1f} | {r['flops'] / 1e9:.1f} | "
+              f"{r['wall_s']:.3f} | {r['cpu_s']:.3f} | {r['memory_mb']:.0f} | {saved:.0f} | "
+              f"{r['rss_mb']:.0f} |")
+    for v, r in list(rows.items())[1:]:
+        ratios = {"FLOPs": r["flops"] / single["flops"], "wall time": r["wall_s"] / single["wall_s"],
+                  "CPU time": r["cpu_s"] / single["cpu_s"],
+                  "memory": r["memory_mb"] / single["memory_mb"]}
         print(f"{v} / single: " + ", ".join(
-            f"{k} {r:.3f}" + ("" if k == "FLOPs" else f" ({'met' if r <= 1.10 else 'NOT met'})")
-            for k, r in ratios.items()) + "   (target <= 1.10)")
+            f"{k} {x:.3f}" + ("" if k == "FLOPs" else f" ({'met' if x <= 1.10 else 'NOT met'})")
+            for k, x in ratios.items()) + "   (target <= 1.10)")
+    print()
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    if a.memory_only:
+        print(json.dumps(measure_memory(a.memory_only, a.vocab[0], a)))
+        return
+    import torch
+
+    from espnet_early_exit import provenance
+
+    torch.set_num_threads(a.threads)
+    head = provenance.record("bench_training", None if argv is None else [__file__, *argv],
+                             a.threads, a.device)
+    tables = []
+    for vocab in a.vocab:
+        tables.append(measure(vocab, a))
+        print_table(tables[-1], a, head["machine"]["device_name"])
+    if a.results:
+        options = {k: getattr(a, k) for k in ("batch", "seconds", "repeats", "threads",
+                                              "memory_steps", "device", "variants", "quick")}
+        provenance.write_results(a.results, {
+            **head, "config": str(CONFIG.relative_to(REPO)), "options": options, "tables": tables})
+        print(f"results: {a.results}")
 
 
 if __name__ == "__main__":

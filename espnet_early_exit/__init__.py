@@ -26,4 +26,13 @@ def __getattr__(name):
     raise AttributeError(f"module 'espnet_early_exit' has no attribute {name!r}")
 
 
-__all__ = ["EarlyExitASRModel", "EarlyExitSpeech2Text", "register", "__version__"]
+def from_pretrained(model_tag=None, **kwargs):
+    """``EarlyExitSpeech2Text.from_pretrained(model_tag, **kwargs)``: a packed model (local
+    .zip, model-zoo name, URL or Hugging Face repo id), checked and unpacked by the zoo."""
+    from espnet_early_exit.inference import EarlyExitSpeech2Text
+
+    return EarlyExitSpeech2Text.from_pretrained(model_tag, **kwargs)
+
+
+__all__ = ["EarlyExitASRModel", "EarlyExitSpeech2Text", "from_pretrained", "register",
+           "__version__"]

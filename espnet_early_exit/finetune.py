@@ -18,6 +18,13 @@ model (`exit_layers: [num_blocks]`, the no-EE baseline): an experiment dir, a pa
                    BPE model (those it has), which the new config points at
 
 Fine-tune with `asr_train --config <out_dir>/config.yaml --init_param <out_dir>/init.pth`.
+
+`interctc_to_ee` (CLI: `python -m espnet_early_exit.bin.interctc_to_ee`) is the other
+conversion of a stock model: an ESPnet Conformer trained with intermediate CTC
+(`interctc_layer_idx`) rewritten, weights unchanged, as the equivalent `ee_conformer` with an
+exit at every interCTC layer (ESPnet applies `after_norm` to every intermediate output and its
+interCTC uses the one `ctc` head: `exit_norm: shared` + `share_exit_heads: true`), so its
+intermediate layers can be decoded like exits.
 """
 
 from __future__ import annotations
@@ -28,7 +35,6 @@ import inspect
 import json
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -141,7 +147,10 @@ def resolve_source(
     src_config: Optional[Union[str, Path]] = None,
     unpack_dir: Optional[Union[str, Path]] = None,
 ) -> SourceModel:
-    """Find config + model file of `src` (exp dir, packed .zip or model .pth)."""
+    """Find config + model file of `src` (exp dir, packed .zip or model .pth).
+
+    A packed .zip is unpacked into `unpack_dir`, which is then required (the caller owns it).
+    """
     src = Path(src)
     if not src.exists():
         raise FileNotFoundError(f"--src {src}: no such file or directory")
@@ -150,7 +159,7 @@ def resolve_source(
         config_path = Path(src_config) if src_config else src / "config.yaml"
     elif src.suffix == ".zip":
         if unpack_dir is None:
-            unpack_dir = tempfile.mkdtemp(prefix="ee_src_")
+            raise ValueError(f"--src {src}: a packed model needs unpack_dir (where to unpack it)")
         config_path, model_path = unpack_zip(src, unpack_dir)
         if src_config:
             config_path = Path(src_config)
@@ -508,3 +517,98 @@ def verify_last_exit(
             f"the early-exit model's last exit differs from the source model by {diff}"
         )
     return diff
+
+
+# ------------------------------------------------------------------ interCTC as early exit
+def interctc_config_to_ee(config: Dict[str, Any]) -> Dict[str, Any]:
+    """The `ee_conformer`/`ee_espnet` config equivalent to a stock Conformer interCTC config:
+    exits at every `interctc_layer_idx` layer and the last block, shared norm, one CTC head."""
+    if config.get("encoder") != "conformer":
+        raise ValueError(f"encoder is {config.get('encoder')!r}, expected the stock 'conformer'")
+    config = copy.deepcopy(config)
+    enc = config.setdefault("encoder_conf", {}) or {}
+    inter = [int(k) for k in enc.pop("interctc_layer_idx", None) or []]
+    if enc.pop("interctc_use_conditioning", False):
+        raise ValueError("interctc_use_conditioning: true (self-conditioning) has no EE equivalent")
+    config["encoder_conf"] = enc
+    num_blocks = int(enc.get("num_blocks", _stock_encoder_default("conformer", "num_blocks")))
+    return convert_config(config, sorted(set(inter) | {num_blocks}), exit_norm="shared",
+                          exit_decoders="last", share_exit_heads=True)
+
+
+def _greedy_ctc_text(log_probs: torch.Tensor, token_list: Sequence[str]) -> str:
+    """Greedy CTC of one utterance's (T, V) log-probs: repeats collapsed, blanks (0) dropped."""
+    ids = torch.unique_consecutive(log_probs.argmax(-1)).tolist()
+    return "".join(token_list[i] for i in ids if i != 0).replace("<space>", " ").strip()
+
+
+def interctc_to_ee(
+    src_exp: Union[str, Path],
+    out_exp: Union[str, Path],
+    model_file: str = "valid.loss.ave.pth",
+    verify_wav_scp: Optional[Union[str, Path]] = None,
+) -> Dict[str, Any]:
+    """Write `out_exp/{config.yaml,<model_file>}`: the interCTC experiment `src_exp` as an
+    early-exit one (same weights, loaded strictly). Returns the report; with
+    `verify_wav_scp`, it also compares, on that file's first utterance, the stock model's
+    greedy CTC output at every interCTC layer and the last with the early-exit decoder's at
+    each exit (`identical`) and the last layer's encoder outputs (`last_layer_max_abs_diff`).
+    """
+    from espnet2.tasks.asr import ASRTask
+
+    import espnet_early_exit  # noqa: F401  (registers the ee_* classes)
+
+    src_exp, out_exp = Path(src_exp), Path(out_exp)
+    with open(src_exp / "config.yaml", encoding="utf-8") as f:
+        ee_config = interctc_config_to_ee(yaml.safe_load(f))
+    out_exp.mkdir(parents=True, exist_ok=True)
+    with open(out_exp / "config.yaml", "w", encoding="utf-8") as f:
+        yaml.safe_dump(ee_config, f, sort_keys=False)
+    shutil.copyfile(src_exp / model_file, out_exp / model_file)
+    if (src_exp / "train.log").is_file():  # kept for the record (wall time, losses)
+        shutil.copyfile(src_exp / "train.log", out_exp / "src_train.log")
+
+    # strict load: every key of the stock model maps to the EE model and back
+    ee_model, _ = ASRTask.build_model_from_file(out_exp / "config.yaml", None, "cpu")
+    missing, unexpected = ee_model.load_state_dict(load_state_dict(out_exp / model_file),
+                                                   strict=False)
+    report: Dict[str, Any] = {"missing_keys": list(missing), "unexpected_keys": list(unexpected)}
+    if missing or unexpected:
+        raise RuntimeError(f"state dict does not map 1:1: {report}")
+    if verify_wav_scp is not None:
+        report.update(_verify_interctc(src_exp, out_exp, model_file, ee_model, verify_wav_scp))
+    return report
+
+
+@torch.no_grad()
+def _verify_interctc(src_exp: Path, out_exp: Path, model_file: str, ee_model: torch.nn.Module,
+                     wav_scp: Union[str, Path]) -> Dict[str, Any]:
+    import soundfile
+    from espnet2.tasks.asr import ASRTask
+
+    from espnet_early_exit.inference import EarlyExitSpeech2Text
+
+    utt, path = Path(wav_scp).read_text(encoding="utf-8").splitlines()[0].split(maxsplit=1)
+    wav, fs = soundfile.read(path, dtype="float32")
+    stock, _ = ASRTask.build_model_from_file(src_exp / "config.yaml", src_exp / model_file, "cpu")
+    speech = torch.from_numpy(wav)[None]
+    lengths = torch.tensor([speech.shape[1]])
+    enc, _ = stock.eval().encode(speech, lengths)
+    layers: Dict[int, torch.Tensor] = {}
+    if isinstance(enc, tuple):
+        enc, inter = enc
+        layers.update({int(k): h for k, h in inter})
+    layers[int(ee_model.encoder.exit_layers[-1])] = enc
+    token_list = list(stock.token_list)
+    stock_text = {k: _greedy_ctc_text(stock.ctc.log_softmax(h)[0], token_list)
+                  for k, h in layers.items()}
+
+    s2t = EarlyExitSpeech2Text(str(out_exp / "config.yaml"), str(out_exp / model_file),
+                               device="cpu", beam_size=1, ctc_weight=1.0, lm_weight=0.0, nbest=1)
+    ee_text = {int(k): r[0].text for k, r in s2t.decode_all_exits(wav, fs=fs).items()}
+    ee_enc, _ = ee_model.eval().encode(speech, lengths)
+    if isinstance(ee_enc, tuple):
+        ee_enc = ee_enc[0]
+    return {"utt": utt, "stock_greedy": stock_text, "ee_greedy": ee_text,
+            "last_layer_max_abs_diff": float((ee_enc - enc).abs().max()),
+            "identical": all(stock_text[k] == ee_text.get(k) for k in stock_text)}

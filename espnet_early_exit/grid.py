@@ -10,7 +10,7 @@ policies' WER / compute trade-off (entropy against the posterior-based policies)
 Grid file::
 
     name: mini_an4                     # GRID.md goes to <expdir>/grid_<name>/
-    recipe: run.sh                     # relative to the repository root
+    recipe: run.sh                     # relative to the recipe root (see below)
     title: ...                         # first line of GRID.md (optional)
     note: ...                          # a paragraph under it (optional)
     exits: [2, 4]                      # the table's columns (default: every exit seen)
@@ -40,8 +40,12 @@ Grid file::
       - {name: w2v2_shared, kind: ssl_shared, asr_config: ...}   # share_exit_heads: true
       - {name: w2v2_indep, kind: ssl_indep, asr_config: ...}     # share_exit_heads: false
 
+Paths in a grid file (``recipe``, ``stats_config``, ``asr_config``, ``inference_config``) are
+absolute or relative to the recipe root, the folder :func:`load_grid` is given (the one with
+``conf/``; ``bin/run_grid.py --root``, by default the checkout the command runs from).
 Strings in ``config_overrides``, ``asr_args``, ``inference_args``, ``recipe_args`` and
-``ssl_models`` may use ``{workdir}``, ``{expdir}``, ``{grid_dir}`` and ``{repo}``.
+``ssl_models`` may use ``{workdir}``, ``{expdir}``, ``{grid_dir}`` and ``{root}`` (also
+spelled ``{repo}``).
 """
 
 from __future__ import annotations
@@ -60,9 +64,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from espnet_early_exit.fileio import atomic_write_text
+from espnet_early_exit.results import collect_results
+from espnet_early_exit.selection import best_within_budget, row_wer
+
 logger = logging.getLogger("grid")
 
-REPO = Path(__file__).resolve().parent.parent
 KINDS = (
     "ee_scratch_ctc",
     "ee_scratch_aed",
@@ -116,22 +123,27 @@ class Grid:
     stats_config: Optional[str] = None
     ssl_models: List[Dict[str, Any]] = field(default_factory=list)
     path: Optional[Path] = None
+    root: Optional[Path] = None  # what the grid file's relative paths start from
 
 
 # --------------------------------------------------------------------------------------
 # grid files
 # --------------------------------------------------------------------------------------
-def _repo_path(p: Optional[str]) -> Optional[str]:
-    """A config path of a grid file: absolute, or relative to the repository root."""
+def _root_path(p: Optional[str], root: Path) -> Optional[str]:
+    """A config path of a grid file: absolute, or relative to the recipe root."""
     if p is None or p == "" or "{" in str(p):
         return p
     path = Path(p)
-    return str(path if path.is_absolute() else REPO / path)
+    return str(path if path.is_absolute() else root / path)
 
 
-def load_grid(path) -> Grid:
-    """Read and check a grid file; single_exit entries with ``depths`` are expanded."""
+def load_grid(path, root) -> Grid:
+    """Read and check a grid file; single_exit entries with ``depths`` are expanded.
+
+    ``root``: the recipe root its relative paths (recipe, configs) start from.
+    """
     path = Path(path)
+    root = Path(root).resolve()
     with open(path, encoding="utf-8") as f:
         raw = yaml.safe_load(f) or {}
     for key in ("name", "recipe", "experiments"):
@@ -159,10 +171,10 @@ def load_grid(path) -> Grid:
             add_exits_args = shlex.split(add_exits_args)
         base = dict(
             kind=kind,
-            asr_config=_repo_path(e.get("asr_config")),
+            asr_config=_root_path(e.get("asr_config"), root),
             config_overrides=dict(e.get("config_overrides") or {}),
             asr_args=str(e.get("asr_args") or ""),
-            inference_config=_repo_path(e.get("inference_config")),
+            inference_config=_root_path(e.get("inference_config"), root),
             inference_args=str(e.get("inference_args") or ""),
             exit_policies=str(e.get("exit_policies") or ""),
             token_type=e.get("token_type"),
@@ -206,7 +218,7 @@ def load_grid(path) -> Grid:
                     f"{path}: {x.name}: init_from {src.name!r} must be a single_exit or stock experiment"
                 )
     recipe = Path(raw["recipe"])
-    recipe = recipe if recipe.is_absolute() else REPO / recipe
+    recipe = recipe if recipe.is_absolute() else root / recipe
     return Grid(
         name=str(raw["name"]),
         recipe=recipe,
@@ -214,9 +226,10 @@ def load_grid(path) -> Grid:
         title=str(raw.get("title") or f"Experiment grid {raw['name']}"),
         note=str(raw.get("note") or "").strip(),
         exits=[int(k) for k in raw["exits"]] if raw.get("exits") else None,
-        stats_config=_repo_path(raw.get("stats_config")),
+        stats_config=_root_path(raw.get("stats_config"), root),
         ssl_models=list(raw.get("ssl_models") or []),
         path=path,
+        root=root,
     )
 
 
@@ -335,7 +348,8 @@ class GridRunner:
         ]
         self.grid_dir = self.expdir / f"grid_{grid.name}"
         self.ctx = {"workdir": str(self.workdir), "expdir": str(self.expdir),
-                    "grid_dir": str(self.grid_dir), "repo": str(REPO)}
+                    "grid_dir": str(self.grid_dir), "root": str(grid.root),
+                    "repo": str(grid.root)}
         names = [x.name for x in grid.experiments]
         for n in only:
             if n not in names:
@@ -382,7 +396,7 @@ class GridRunner:
         self.log(f"  done in {time.monotonic() - start:.0f} s (log: {logf})")
 
     def build_ssl_models(self) -> None:
-        from espnet_early_exit.bin.make_tiny_ssl import make_tiny_ssl
+        from espnet_early_exit.encoders.hf_ssl import make_tiny_ssl
 
         for spec in self.grid.ssl_models:
             spec = _expand(dict(spec), self.ctx)
@@ -535,10 +549,6 @@ def _fmt(x: Optional[float], spec: str = ".1f") -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
-def _wer(r) -> Optional[float]:
-    return None if not r.wer or r.wer.get("wer") is None else float(r.wer["wer"])
-
-
 def _pick_decode(rows) -> Optional[str]:
     decodes = sorted({r.decode for r in rows})
     if f"decode_{INFERENCE_TAG}" in decodes:
@@ -548,8 +558,6 @@ def _pick_decode(rows) -> Optional[str]:
 
 def grid_tables(grid: Grid, exp_dirs: Dict[str, Path]) -> Dict[str, Any]:
     """``{"exits": [...], "test_sets": {ts: {"wer": {name: {k: wer}}, "policies": [...]}}}``."""
-    from espnet_early_exit.scoring import collect_results
-
     per_exp: Dict[str, list] = {}
     for x in grid.experiments:
         d = exp_dirs.get(x.name)
@@ -567,13 +575,13 @@ def grid_tables(grid: Grid, exp_dirs: Dict[str, Path]) -> Dict[str, Any]:
         n_utt = n_ref = None
         for name, rows in per_exp.items():
             rs = [r for r in rows if r.test_set == ts]
-            wer[name] = {r.exit: _wer(r) for r in rs if r.is_fixed}
+            wer[name] = {r.exit: row_wer(r) for r in rs if r.is_fixed}
             for r in rs:
                 if r.wer and n_utt is None:
                     n_utt, n_ref = r.wer.get("n_utt"), r.wer.get("n_ref")
                 if not r.is_fixed:
                     policies.append(dict(model=name, policy=r.policy, threshold=r.threshold,
-                                         threshold_str=r.threshold_str, wer=_wer(r),
+                                         threshold_str=r.threshold_str, wer=row_wer(r),
                                          avg_exit=r.avg_exit, avg_share=r.avg_share))
         out["test_sets"][ts] = {"wer": wer, "policies": policies, "n_utt": n_utt, "n_ref": n_ref}
     return out
@@ -642,9 +650,9 @@ def render_grid_md(grid: Grid, exp_dirs: Dict[str, Path], elapsed_s: Optional[fl
             for b in BUDGETS:
                 cells = []
                 for n in policy_names:
-                    ok = [p for p in mine if p["policy"] == n and p["wer"] is not None
-                          and p["avg_share"] is not None and p["avg_share"] <= b + 1e-9]
-                    best = min(ok, key=lambda p: (p["wer"], p["avg_share"])) if ok else None
+                    best = best_within_budget(
+                        [p for p in mine if p["policy"] == n], b, wer=lambda p: p["wer"],
+                        share=lambda p: p["avg_share"], tiebreak=lambda p: p["threshold"])
                     cells.append(f"{_fmt(best['wer'])} ({best['threshold_str']})" if best else "-")
                 out.append(f"|`{x.name}`|{b:g}|" + "|".join(cells) + "|")
         out.append("")
@@ -661,8 +669,6 @@ def render_grid_md(grid: Grid, exp_dirs: Dict[str, Path], elapsed_s: Optional[fl
 
 
 def write_grid_md(grid: Grid, exp_dirs: Dict[str, Path], path, elapsed_s: Optional[float] = None) -> Path:
-    from espnet_early_exit.scoring import atomic_write_text
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, render_grid_md(grid, exp_dirs, elapsed_s))

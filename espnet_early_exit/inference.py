@@ -9,22 +9,12 @@ ESPnet's ``Speech2Text`` runs the whole encoder and then searches. ``EarlyExitSp
 and evaluates an exit's CTC head only where the exit policy (``policies.py``) looks at it. With
 the ``fixed`` policy it jumps straight to the chosen exit; with a dynamic policy it stops at the
 first exit whose confidence passes the threshold (the last exit always accepts); no block after
-the chosen exit runs. Decoding at exit k uses that exit's heads:
+the chosen exit runs. Decoding at exit k uses that exit's heads: greedy CTC, CTC prefix beam
+search or joint CTC/attention beam search, as the decoding options say (``search.py``: the
+search at one exit; this module: loading, the exit loop, results).
 
-* greedy CTC (``beam_size 1`` and ``ctc_weight 1.0``, no LM, no penalty): argmax over the
-  exit's CTC posteriors, repeats collapsed, blanks dropped; no beam search at all. Its
-  hypothesis score is the best path's log-probability.
-* CTC prefix beam search (``ctc_weight 1.0``, ``beam_size > 1``): ESPnet's ``BeamSearch`` with
-  only the ``CTCPrefixScorer`` of the exit's head (ESPnet's search does not need a decoder).
-* joint CTC/attention beam search (``ctc_weight < 1``): ESPnet's ``BeamSearch`` with scorers
-  ``decoder`` = ``model.decoder_at(k)`` (weight 1 - ctc_weight) and ``ctc`` =
-  ``CTCPrefixScorer(model.ctc_at(k))`` (weight ctc_weight), plus ESPnet's ``length_bonus``
-  (``penalty``) and LM / n-gram scorers when given, exactly as ``Speech2Text`` weighs them.
-  An exit without a decoder (``exit_decoders: last``) is decoded by CTC prefix beam search
-  there (a warning says so once).
-
-Searches are built per exit on first use and cached. Results are :class:`EarlyExitResult`
-objects, which also unpack like ESPnet's ``(text, token, token_int, hyp)`` tuples.
+Results are :class:`EarlyExitResult` objects, which also unpack like ESPnet's
+``(text, token, token_int, hyp)`` tuples.
 
 Input checks: the waveform must be mono, non-empty and finite; ``fs`` (optional, like a
 sampling rate read with soundfile) must equal the rate the model's front-end was trained for
@@ -43,14 +33,8 @@ import numpy as np
 import torch
 
 from espnet2.bin.asr_inference import Speech2Text
-from espnet2.legacy.nets.batch_beam_search import BatchBeamSearch
 from espnet2.legacy.nets.beam_search import BeamSearch, Hypothesis
-from espnet2.legacy.nets.scorer_interface import (
-    BatchPartialScorerInterface,
-    BatchScorerInterface,
-)
 from espnet2.legacy.nets.pytorch_backend.transformer.subsampling import TooShortUttError
-from espnet2.legacy.nets.scorers.ctc import CTCPrefixScorer
 from espnet2.torch_utils.device_funcs import to_device
 
 import espnet_early_exit.task  # noqa: F401  (registers the plugin with ESPnet's ASR task)
@@ -59,6 +43,7 @@ from espnet_early_exit.encoders.exits import EncoderState
 from espnet_early_exit.frame_stats import FrameStats, frame_stats
 from espnet_early_exit.model import EarlyExitASRModel
 from espnet_early_exit.policies import ExitPolicy, get_policy
+from espnet_early_exit.search import ExitSearch, GreedyCTC, NBest
 
 logger = logging.getLogger(__name__)
 
@@ -114,16 +99,55 @@ class EarlyExitResult:
         return self.as_tuple()[index]
 
 
-class _Greedy:
-    """Marker for the greedy-CTC fast path (no beam search object)."""
-
-    def __repr__(self) -> str:
-        return "GreedyCTC()"
-
-
 def format_confidences(confidences: Dict[int, float]) -> str:
     """``{2: 0.5, 4: 0.9}`` -> ``"2:0.5 4:0.9"`` (the ``confidence`` output file's format)."""
     return " ".join(f"{k}:{v:.6g}" for k, v in sorted(confidences.items()))
+
+
+def _check_options(kwargs: Dict[str, Any]) -> None:
+    """Refuse Speech2Text options this class cannot honour, and unknown ones."""
+    for name, default in _UNSUPPORTED.items():
+        if name in kwargs and kwargs[name] not in (default, None, {}, False):
+            raise NotImplementedError(
+                f"{name}={kwargs[name]!r} is not supported by EarlyExitSpeech2Text"
+            )
+    unknown = [k for k in kwargs if k not in _S2T_PARAMS]
+    if unknown:
+        raise TypeError(f"EarlyExitSpeech2Text got unknown options {unknown}")
+
+
+def _make_policy(
+    exit_policy: str,
+    exit_threshold: Optional[float],
+    exit_layer: Optional[int],
+    nbest: int,
+    frame_stride: int,
+    conf: Optional[Dict[str, Any]],
+) -> ExitPolicy:
+    """The exit policy of the options, checked (before the model is loaded)."""
+    if exit_layer is not None and (
+        isinstance(exit_layer, bool) or not isinstance(exit_layer, int)
+    ):
+        raise ValueError(f"exit_layer: {exit_layer!r} is not an integer exit")
+    policy = get_policy(
+        exit_policy,
+        exit_threshold,
+        nbest=nbest,
+        exit_layer=exit_layer,
+        frame_stride=frame_stride,
+        **(conf or {}),
+    )
+    if policy.frame_stride != frame_stride:
+        raise ValueError(
+            f"exit_policy_frame_stride={frame_stride}: policy "
+            f"{exit_policy!r} is not a frame mean (only entropy, max_posterior)"
+        )
+    if policy.dynamic and exit_layer is not None:
+        raise ValueError(
+            f"exit_layer={exit_layer} is for exit_policy 'fixed'; policy "
+            f"{exit_policy!r} chooses the exit itself"
+        )
+    return policy
 
 
 class EarlyExitSpeech2Text(Speech2Text):
@@ -158,36 +182,15 @@ class EarlyExitSpeech2Text(Speech2Text):
         **kwargs: Any,
     ):
         # cheap checks before the model is loaded
-        for name, default in _UNSUPPORTED.items():
-            if name in kwargs and kwargs[name] not in (default, None, {}, False):
-                raise NotImplementedError(
-                    f"{name}={kwargs[name]!r} is not supported by EarlyExitSpeech2Text"
-                )
-        unknown = [k for k in kwargs if k not in _S2T_PARAMS]
-        if unknown:
-            raise TypeError(f"EarlyExitSpeech2Text got unknown options {unknown}")
-        if exit_layer is not None and (
-            isinstance(exit_layer, bool) or not isinstance(exit_layer, int)
-        ):
-            raise ValueError(f"exit_layer: {exit_layer!r} is not an integer exit")
-        self.policy: ExitPolicy = get_policy(
+        _check_options(kwargs)
+        self.policy: ExitPolicy = _make_policy(
             exit_policy,
             exit_threshold,
-            nbest=exit_policy_nbest,
-            exit_layer=exit_layer,
-            frame_stride=exit_policy_frame_stride,
-            **(exit_policy_conf or {}),
+            exit_layer,
+            exit_policy_nbest,
+            exit_policy_frame_stride,
+            exit_policy_conf,
         )
-        if self.policy.frame_stride != exit_policy_frame_stride:
-            raise ValueError(
-                f"exit_policy_frame_stride={exit_policy_frame_stride}: policy "
-                f"{exit_policy!r} is not a frame mean (only entropy, max_posterior)"
-            )
-        if self.policy.dynamic and exit_layer is not None:
-            raise ValueError(
-                f"exit_layer={exit_layer} is for exit_policy 'fixed'; policy "
-                f"{exit_policy!r} chooses the exit itself"
-            )
 
         super().__init__(asr_train_config, asr_model_file, **kwargs)
 
@@ -218,21 +221,20 @@ class EarlyExitSpeech2Text(Speech2Text):
         self.ctc_window_margin: int = opt("ctc_window_margin")
         self.penalty: float = opt("penalty")
         self.normalize_length: bool = opt("normalize_length")
-        base = self.beam_search
-        self._base_weights: Dict[str, float] = dict(base.weights)
-        # LM, n-gram, length bonus: shared by every exit's search
-        self._shared_scorers = {
-            k: v for k, v in base.scorers.items() if k not in ("decoder", "ctc")
-        }
-        self._token_list = list(model.token_list)
-        self.greedy: bool = (
-            self.beam_size == 1
-            and self.ctc_weight == 1.0
-            and not any(k in self._shared_scorers for k in ("lm", "ngram"))
-            and self.penalty == 0.0
+        # the search at each exit (LM, n-gram, length bonus of Speech2Text's search shared)
+        self.searches = ExitSearch(
+            model,
+            self.beam_search,
+            beam_size=self.beam_size,
+            ctc_weight=self.ctc_weight,
+            ctc_window_margin=self.ctc_window_margin,
+            penalty=self.penalty,
+            normalize_length=self.normalize_length,
+            device=self.device,
+            dtype=self.dtype,
+            to_results=self._hyps_to_results,
         )
-        self._searchers: Dict[int, Any] = {}
-        self._warned_no_decoder = False
+        self.greedy: bool = self.searches.greedy
         self.model_fs: Optional[int] = self._find_model_fs()
         logger.info(
             f"early exit: exits {self.exit_layers}, policy {self.policy!r}, "
@@ -256,63 +258,9 @@ class EarlyExitSpeech2Text(Speech2Text):
             return None  # the model reads features: no sampling rate to check
         return model_fs(self.asr_train_args)
 
-    def searcher(self, k: int):
+    def searcher(self, k: int) -> Union[BeamSearch, GreedyCTC]:
         """The (cached) search used at exit k: a ``BeamSearch`` or the greedy marker."""
-        if k in self._searchers:
-            return self._searchers[k]
-        model = self.asr_model
-        if k not in self.exit_layers:
-            raise ValueError(f"exit {k} is not one of the model's exits {self.exit_layers}")
-        if self.greedy:
-            self._searchers[k] = _Greedy()
-            return self._searchers[k]
-        weights = dict(self._base_weights)
-        scorers: Dict[str, Any] = dict(self._shared_scorers)
-        scorers["ctc"] = CTCPrefixScorer(
-            ctc=model.ctc_at(k), eos=model.eos, window_margin=self.ctc_window_margin
-        )
-        decoder = model.decoder_at(k)
-        ctc_weight = self.ctc_weight
-        if ctc_weight < 1.0 and decoder is None:
-            if not self._warned_no_decoder:
-                logger.warning(
-                    f"exit {k} has no attention decoder (exit_decoders: "
-                    f"{model.exit_decoder_mode}); exits without one are decoded by CTC "
-                    "prefix beam search (ctc_weight 1.0 there)"
-                )
-                self._warned_no_decoder = True
-            ctc_weight = 1.0
-        weights["ctc"] = ctc_weight
-        weights["decoder"] = 1.0 - ctc_weight
-        if decoder is not None and weights["decoder"] > 0:
-            scorers["decoder"] = decoder
-        search = BeamSearch(
-            scorers=scorers,
-            weights=weights,
-            beam_size=self.beam_size,
-            vocab_size=len(self._token_list),
-            sos=model.sos,
-            eos=model.eos,
-            token_list=self._token_list,
-            pre_beam_score_key=None if ctc_weight == 1.0 else "full",
-            normalize_length=self.normalize_length,
-        )
-        non_batch = [
-            n for n, v in search.full_scorers.items() if not isinstance(v, BatchScorerInterface)
-        ] + [
-            n
-            for n, v in search.part_scorers.items()
-            if not isinstance(v, BatchPartialScorerInterface)
-        ]
-        if not non_batch:
-            search.__class__ = BatchBeamSearch
-        dtype = getattr(torch, self.dtype)
-        search.to(device=self.device, dtype=dtype).eval()
-        for scorer in scorers.values():
-            if isinstance(scorer, torch.nn.Module):
-                scorer.to(device=self.device, dtype=dtype).eval()
-        self._searchers[k] = search
-        return search
+        return self.searches.at(k)
 
     # ------------------------------------------------------------ input
     def _waveform(self, speech: Waveform, index: int = 0) -> torch.Tensor:
@@ -490,34 +438,42 @@ class EarlyExitSpeech2Text(Speech2Text):
     def _decode(
         self, padded: torch.Tensor, lengths: torch.Tensor, refs: List[Optional[str]]
     ) -> List[List[EarlyExitResult]]:
-        model = self.asr_model
         policy = self.policy
-        n_utt = padded.size(0)
         if policy.needs_reference:
-            missing = [i for i, r in enumerate(refs) if r is None]
-            if missing:
-                raise ValueError(
-                    f"exit policy {policy.name!r} needs the reference text of every "
-                    f"utterance (ref=...); missing for utterance(s) {missing}"
-                )
-            per_utt = self._all_exits(padded, lengths, refs, None)
-            results = []
-            for i, by_exit in enumerate(per_utt):
-                texts = {k: self._text_of(r) for k, r in by_exit.items()}
-                chosen, confs = policy.select(texts, refs[i])
-                for r in by_exit[chosen]:
-                    r.confidences = dict(confs)
-                results.append(by_exit[chosen])
-            return results
-
+            return self._decode_with_references(padded, lengths, refs)
         state = self._encode_begin(padded, lengths)
         if not policy.dynamic:
             k = self.exit_layer
-            state, out, olens = model.encode_to(state, k)
+            state, out, olens = self.asr_model.encode_to(state, k)
             decoded = self._decode_at(k, out, olens)
             return [self._wrap(d, k, {}) for d in decoded]
-
         policy.require_threshold()
+        return self._decode_dynamic(state, padded.size(0))
+
+    def _decode_with_references(
+        self, padded: torch.Tensor, lengths: torch.Tensor, refs: List[Optional[str]]
+    ) -> List[List[EarlyExitResult]]:
+        """A policy that reads the reference (``oracle``): decode every exit, then choose."""
+        missing = [i for i, r in enumerate(refs) if r is None]
+        if missing:
+            raise ValueError(
+                f"exit policy {self.policy.name!r} needs the reference text of every "
+                f"utterance (ref=...); missing for utterance(s) {missing}"
+            )
+        per_utt = self._all_exits(padded, lengths, refs, None)
+        results = []
+        for i, by_exit in enumerate(per_utt):
+            chosen, confs = self._select(by_exit, refs[i])
+            for r in by_exit[chosen]:
+                r.confidences = dict(confs)
+            results.append(by_exit[chosen])
+        return results
+
+    def _decode_dynamic(self, state: EncoderState, n_utt: int) -> List[List[EarlyExitResult]]:
+        """The exit loop of a dynamic policy: each utterance leaves the batch at the first
+        exit that accepts it; the blocks after it run only for those still going."""
+        model = self.asr_model
+        policy = self.policy
         results: List[Optional[List[EarlyExitResult]]] = [None] * n_utt
         confs: List[Dict[int, float]] = [{} for _ in range(n_utt)]
         active = list(range(n_utt))  # original index of each row of `state`
@@ -533,18 +489,7 @@ class EarlyExitSpeech2Text(Speech2Text):
                     accepted.append(row)
             if accepted:
                 stats = s_conf if logits is not None else None  # all frames: reusable
-                if len(accepted) == len(active):  # all of them: no copy
-                    decoded = self._decode_at(k, out, olens, logits, stats)
-                else:
-                    idx = torch.tensor(accepted, device=out.device)
-
-                    def pick(x):
-                        return None if x is None else x.index_select(0, idx)
-
-                    decoded = self._decode_at(
-                        k, pick(out), pick(olens), pick(logits),
-                        None if stats is None else stats.rows(idx),
-                    )
+                decoded = self._decode_rows(k, accepted, len(active), out, olens, logits, stats)
                 for row, d in zip(accepted, decoded):
                     i = active[row]
                     results[i] = self._wrap(d, k, dict(confs[i]))
@@ -556,6 +501,29 @@ class EarlyExitSpeech2Text(Speech2Text):
                 state = select_state(state, keep)
                 active = [active[row] for row in keep]
         return results  # type: ignore[return-value]
+
+    def _decode_rows(
+        self,
+        k: int,
+        rows: List[int],
+        n_rows: int,
+        out: torch.Tensor,
+        olens: torch.Tensor,
+        logits: Optional[torch.Tensor],
+        stats: Optional[FrameStats],
+    ) -> List[NBest]:
+        """:meth:`_decode_at` for the batch rows ``rows`` of ``n_rows`` only."""
+        if len(rows) == n_rows:  # all of them: no copy
+            return self._decode_at(k, out, olens, logits, stats)
+        idx = torch.tensor(rows, device=out.device)
+
+        def pick(x):
+            return None if x is None else x.index_select(0, idx)
+
+        return self._decode_at(
+            k, pick(out), pick(olens), pick(logits),
+            None if stats is None else stats.rows(idx),
+        )
 
     def _all_exits(
         self,
@@ -609,12 +577,18 @@ class EarlyExitSpeech2Text(Speech2Text):
             for i, by_exit in enumerate(out_per_utt):
                 if refs[i] is None:
                     continue
-                texts = {k: self._text_of(r) for k, r in by_exit.items()}
-                _, wer_conf = policy.select(texts, refs[i])
+                _, wer_conf = self._select(by_exit, refs[i])
                 for k, rs in by_exit.items():
                     for r in rs:
                         r.confidences = {j: c for j, c in wer_conf.items() if j <= k}
         return out_per_utt
+
+    def _select(
+        self, by_exit: Dict[int, List[EarlyExitResult]], ref: str
+    ) -> Tuple[int, Dict[int, float]]:
+        """A reference-reading policy's choice among an utterance's exits (and its numbers)."""
+        texts = {k: self._text_of(r) for k, r in by_exit.items()}
+        return self.policy.select(texts, ref)
 
     def _policy_logits(self, k: int, out: torch.Tensor, olens: torch.Tensor):
         """CTC logits at exit k for the policy: (logits, lengths, all-frame logits or None).
@@ -667,59 +641,19 @@ class EarlyExitSpeech2Text(Speech2Text):
         olens: torch.Tensor,
         logits: Optional[torch.Tensor] = None,
         stats: Optional[FrameStats] = None,
-    ) -> List[list]:
+    ) -> List[NBest]:
         """ESPnet-style n-best lists of (text, token, token_int, hyp) at exit k, per row
         (``logits``: exit k's CTC logits of ``out``, ``stats``: their frame statistics, where
         they were computed already)."""
-        search = self.searcher(k)
-        model = self.asr_model
-        n_utt = out.size(0)
-        if isinstance(search, _Greedy):
-            if stats is None:
-                if logits is None:
-                    logits = model.ctc_at(k).ctc_lo(out)
-                stats = frame_stats(logits)
-            # best path: the argmax token per frame, scored by its log-posterior
-            # (log max p = -log_sum: the value of ESPnet's CTC.log_softmax(...).max())
-            ids = stats.argmax
-            best = -stats.log_sum
-            results = []
-            for i in range(n_utt):
-                n = int(olens[i])
-                path = torch.unique_consecutive(ids[i, :n])
-                tokens = [int(t) for t in path if int(t) != model.blank_id]
-                score = float(best[i, :n].sum())
-                yseq = torch.tensor([model.sos] + tokens + [model.eos], device=out.device)
-                hyp = Hypothesis(yseq=yseq, score=score, scores={"ctc": score})
-                results.append(self._hyps_to_results([hyp]))
-            return results
-
-        decoder = model.decoder_at(k)
-        if decoder is not None:
-            from espnet2.asr.decoder.s4_decoder import S4Decoder
-
-            if isinstance(decoder, S4Decoder):
-                for module in decoder.modules():
-                    if hasattr(module, "setup_step"):
-                        module.setup_step()
-        if isinstance(search, BatchBeamSearch) and n_utt > 1:
-            nbest = search(
-                x=out,
-                x_lengths=olens,
-                maxlenratio=self.maxlenratio,
-                minlenratio=self.minlenratio,
-            )
-            return [self._hyps_to_results(h) for h in nbest]
-        return [
-            self._hyps_to_results(
-                search(
-                    x=out[i, : int(olens[i])],
-                    maxlenratio=self.maxlenratio,
-                    minlenratio=self.minlenratio,
-                )
-            )
-            for i in range(n_utt)
-        ]
+        return self.searches.decode(
+            k,
+            out,
+            olens,
+            maxlenratio=self.maxlenratio,
+            minlenratio=self.minlenratio,
+            logits=logits,
+            stats=stats,
+        )
 
 
 def select_state(state: EncoderState, rows: Sequence[int]) -> EncoderState:

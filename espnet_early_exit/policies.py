@@ -59,6 +59,7 @@ import numpy as np
 import torch
 
 from espnet_early_exit.frame_stats import FrameStats, frame_stats
+from espnet_early_exit.scoring import score_utterances
 
 __all__ = [
     "ExitPolicy",
@@ -70,6 +71,7 @@ __all__ = [
     "POLICIES",
     "get_policy",
     "select_exit",
+    "first_accepted_exit",
     "ctc_prefix_beam_search",
     "word_error_rate",
 ]
@@ -388,13 +390,11 @@ class NBestPosteriorPolicy(ExitPolicy):
 
 
 def word_error_rate(ref: str, hyp: str) -> float:
-    """Word edit distance / number of reference words (hyp words if the ref is empty)."""
-    import editdistance
-
-    r, h = ref.split(), hyp.split()
-    if not r:
-        return float(len(h))
-    return editdistance.eval(r, h) / len(r)
+    """WER (a fraction) of one utterance, counted as stage 13 counts it
+    (:func:`espnet_early_exit.scoring.score_utterances`: sclite's alignment, ASCII letters
+    compared case-insensitively); with an empty reference, the number of hypothesis words."""
+    res = score_utterances([ref], [hyp])
+    return res["err"] / max(res["n_ref"], 1)
 
 
 class OraclePolicy(ExitPolicy):
@@ -434,6 +434,23 @@ def select_exit(
     ``log_probs_at`` is called only for the exits the policy evaluates (up to the accepted
     one); the last exit always accepts. Returns (exit, {exit: confidence} evaluated).
     """
+    return first_accepted_exit(
+        policy, exits, lambda k: policy.confidence(log_probs_at(k), blank_id)
+    )
+
+
+def first_accepted_exit(
+    policy: ExitPolicy,
+    exits: Sequence[int],
+    confidence_at: Callable[[int], float],
+) -> Tuple[int, Dict[int, float]]:
+    """The decision rule of a threshold policy: the first of ``exits`` (in order) whose
+    confidence ``confidence_at(k)`` it accepts; the last exit always accepts.
+
+    ``confidence_at`` is called only for the exits evaluated (up to the accepted one), so it
+    may compute confidences on demand (:func:`select_exit`) or look up recorded ones (the
+    trade-off CLI). Returns (exit, {exit: confidence} evaluated).
+    """
     if not policy.dynamic or policy.needs_reference:
         raise ValueError(f"select_exit needs a threshold policy, not {policy.name!r}")
     exits = list(exits)
@@ -441,7 +458,7 @@ def select_exit(
         raise ValueError("select_exit: no exits")
     confidences: Dict[int, float] = {}
     for i, k in enumerate(exits):
-        confidences[k] = policy.confidence(log_probs_at(k), blank_id)
+        confidences[k] = confidence_at(k)
         if policy.accept(confidences[k], i == len(exits) - 1):
             return k, confidences
     raise AssertionError("unreachable: the last exit accepts")

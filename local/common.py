@@ -17,6 +17,9 @@ Every ``local/<corpus>.py`` turns a corpus on disk into Kaldi-style data dirs
 - :func:`new_parser`, :func:`run_cli`, :func:`setup_logging`: the shared command line.
 
 The corpus itself is only ever read: nothing here writes inside a corpus dir.
+
+Kaldi tables and atomic directories come from :mod:`espnet_early_exit.fileio`, the ``.done``
+marker from :mod:`espnet_early_exit.stages.markers` (one format for every stage).
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
+
+from espnet_early_exit.fileio import atomic_directory, format_table, read_table, spk2utt
+from espnet_early_exit.stages.markers import DONE_MARKER, read_done_marker
+from espnet_early_exit.stages.markers import write_done_marker as write_marker
 
 logger = logging.getLogger("local.common")
 
-DONE_MARKER = ".done"
-from espnet_early_exit.fileio import atomic_directory
 KALDI_FILES = ("wav.scp", "text", "utt2spk", "spk2utt")
 
 
@@ -131,37 +136,14 @@ def check_id(value: str, what: str) -> None:
         raise CorpusError(f"invalid {what} {value!r}: must be non-empty, without whitespace or '/'")
 
 
-def utt2spk_to_spk2utt(utt2spk: Mapping[str, str]) -> dict[str, list[str]]:
-    """``{utt: spk}`` -> ``{spk: [utts...]}``; speakers and their utterances sorted."""
-    spk2utt: dict[str, list[str]] = {}
-    for utt in sorted(utt2spk):
-        spk2utt.setdefault(utt2spk[utt], []).append(utt)
-    return dict(sorted(spk2utt.items()))
-
-
-def format_kaldi_lines(pairs: Iterable[tuple[str, str]]) -> str:
-    """``<id> <value>`` lines sorted by id (Python str order = C locale byte order for UTF-8)."""
-    return "".join(f"{key} {value}\n" for key, value in sorted(pairs))
-
-
 def format_time(seconds: float) -> str:
     """Segment times: seconds with 2 decimals."""
     return f"{seconds:.2f}"
 
 
-def read_kaldi_map(path: Path) -> dict[str, str]:
-    """Read ``<id> <value>`` lines (value may be empty or contain spaces)."""
-    table: dict[str, str] = {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                raise CorpusError(f"{path}:{lineno}: empty line")
-            key, _, value = line.partition(" ")
-            if key in table:
-                raise CorpusError(f"{path}:{lineno}: duplicate id {key!r}")
-            table[key] = value
-    return table
+def read_kaldi_table(path: Path) -> dict[str, str]:
+    """Read a table of a data dir; an empty line or a repeated id is a :class:`CorpusError`."""
+    return read_table(path, empty_lines="error", error=CorpusError)
 
 
 def kaldi_dir_contents(utterances: Sequence[Utterance]) -> dict[str, str]:
@@ -198,29 +180,19 @@ def kaldi_dir_contents(utterances: Sequence[Utterance]) -> dict[str, str]:
 
     utt2spk = {u.utt_id: u.speaker for u in utterances}
     files = {
-        "wav.scp": format_kaldi_lines(recordings.items()),
-        "text": format_kaldi_lines((u.utt_id, " ".join(u.text.split())) for u in utterances),
-        "utt2spk": format_kaldi_lines(utt2spk.items()),
-        "spk2utt": format_kaldi_lines(
-            (spk, " ".join(utts)) for spk, utts in utt2spk_to_spk2utt(utt2spk).items()
+        "wav.scp": format_table(recordings.items()),
+        "text": format_table((u.utt_id, " ".join(u.text.split())) for u in utterances),
+        "utt2spk": format_table(utt2spk.items()),
+        "spk2utt": format_table(
+            (spk, " ".join(utts)) for spk, utts in spk2utt(utt2spk).items()
         ),
     }
     if segment_mode:
-        files["segments"] = format_kaldi_lines(
+        files["segments"] = format_table(
             (u.utt_id, f"{u.recording_id} {format_time(u.start)} {format_time(u.end)}")  # type: ignore[arg-type]
             for u in utterances
         )
     return files
-
-
-def _read_done(set_dir: Path) -> dict[str, Any] | None:
-    marker = set_dir / DONE_MARKER
-    if not marker.is_file():
-        return None
-    try:
-        return json.loads(marker.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return {}
 
 
 def is_done(set_dir: Path, params: Mapping[str, Any], force: bool = False) -> bool:
@@ -231,7 +203,7 @@ def is_done(set_dir: Path, params: Mapping[str, Any], force: bool = False) -> bo
     """
     if force:
         return False
-    done = _read_done(set_dir)
+    done = read_done_marker(set_dir)
     if done is None:
         return False
     previous = done.get("params")
@@ -246,16 +218,14 @@ def is_done(set_dir: Path, params: Mapping[str, Any], force: bool = False) -> bo
 
 def reused_set(set_dir: Path) -> PreparedSet:
     """The :class:`PreparedSet` of a complete earlier run (read back from its marker)."""
-    done = _read_done(set_dir) or {}
+    done = read_done_marker(set_dir) or {}
     logger.info("%s is complete (%s exists); skipping (use --force to redo)", set_dir, DONE_MARKER)
     return PreparedSet(set_dir, int(done.get("num_utts", 0)), dict(done.get("skipped", {})), True)
 
 
 def write_done_marker(directory: Path, params: Mapping[str, Any], **info: Any) -> None:
-    payload = {"params": dict(params), **info}
-    (directory / DONE_MARKER).write_text(
-        json.dumps(payload, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8"
-    )
+    """``directory/.done``: ``{"params": params, **info}`` (see :func:`is_done`)."""
+    write_marker(directory, {"params": dict(params), **info})
 
 
 def write_kaldi_dir(
@@ -290,7 +260,7 @@ def validate_kaldi_dir(set_dir: Path) -> None:
     tables: dict[str, dict[str, str]] = {}
     names = list(KALDI_FILES) + (["segments"] if (set_dir / "segments").is_file() else [])
     for name in names:
-        table = read_kaldi_map(set_dir / name)
+        table = read_kaldi_table(set_dir / name)
         keys = list(table)
         if keys != sorted(keys):
             raise CorpusError(f"{set_dir / name} is not sorted by id (C locale)")
@@ -298,8 +268,7 @@ def validate_kaldi_dir(set_dir: Path) -> None:
     utts = set(tables["text"])
     if set(tables["utt2spk"]) != utts:
         raise CorpusError(f"{set_dir}: text and utt2spk list different utterances")
-    spk2utt = utt2spk_to_spk2utt(tables["utt2spk"])
-    if {k: v.split() for k, v in tables["spk2utt"].items()} != spk2utt:
+    if {k: v.split() for k, v in tables["spk2utt"].items()} != spk2utt(tables["utt2spk"]):
         raise CorpusError(f"{set_dir}: spk2utt does not match utt2spk")
     for key, value in tables["wav.scp"].items():
         if not value or value.rstrip().endswith("|"):

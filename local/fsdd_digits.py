@@ -47,11 +47,11 @@ import soundfile
 import soxr
 from tqdm import tqdm
 
-from common import (
+from espnet_early_exit.fileio import atomic_directory
+from local.common import (
     CorpusError,
     PreparedSet,
     Utterance,
-    atomic_directory,
     is_done,
     new_parser,
     reused_set,

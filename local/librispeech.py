@@ -38,7 +38,7 @@ from typing import Sequence
 
 import soundfile
 
-from common import (
+from local.common import (
     CorpusError,
     PreparedSet,
     SkipCounter,

@@ -1,12 +1,8 @@
-"""Tiny corpora in the exact on-disk layouts of the real ones, for the ``local/`` tests.
-
-Also puts ``local/`` on ``sys.path`` (the corpus modules are scripts, not a package).
-"""
+"""Tiny corpora in the exact on-disk layouts of the real ones, for the ``local/`` tests."""
 
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +10,6 @@ import soundfile
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL = REPO / "local"
-if str(LOCAL) not in sys.path:
-    sys.path.insert(0, str(LOCAL))
 
 SR = 16000
 

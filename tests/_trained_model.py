@@ -13,7 +13,7 @@ runs it) and returns a :class:`TrainedModel`::
 
 ``decode_and_score(model)`` then decodes the test set at every exit (greedy CTC, in this
 process), scores it, writes exit_costs.json and RESULTS.md (+ plots) with
-``espnet_early_exit.scoring.make_results``: the experiment dir a recipe has after stage 13.
+``espnet_early_exit.results.make_results``: the experiment dir a recipe has after stage 13.
 
 Used by module-scoped fixtures (tests/test_zoo.py); takes about a minute on 2 CPU cores.
 """
@@ -99,11 +99,7 @@ def train_tiny_mini_an4(root: Path, epochs: int = 3) -> TrainedModel:
     """Prepare mini_an4 under ``root`` and train the tiny early-exit model there."""
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    sys.path.insert(0, str(REPO / "local"))
-    try:
-        import mini_an4  # local/mini_an4.py
-    finally:
-        sys.path.remove(str(REPO / "local"))
+    from local import mini_an4
 
     corpus = mini_an4.download_mini_an4(root / "downloads")
     mini_an4.prepare_mini_an4(corpus, root / "data")
@@ -177,7 +173,8 @@ def decode_and_score(model: TrainedModel) -> TrainedModel:
     """Decode the test set at every exit (greedy CTC), score, exit costs, RESULTS.md."""
     from espnet_early_exit.costs import exit_costs_from_files, write_exit_costs
     from espnet_early_exit.inference import EarlyExitSpeech2Text
-    from espnet_early_exit.scoring import make_results, score_decode_dir
+    from espnet_early_exit.results import make_results
+    from espnet_early_exit.scoring import score_decode_dir
 
     cwd = os.getcwd()
     os.chdir(model.root)  # the config's bpemodel path is relative to the recipe dir

@@ -12,7 +12,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "conf" / "tuning" / "train_ee_conformer_tiny.yaml"
 
-sys.path.insert(0, str(REPO / "local"))
+if str(REPO) not in sys.path:  # the checkout's packages: espnet_early_exit, local (corpus modules)
+    sys.path.insert(0, str(REPO))
 import espnet_early_exit  # noqa: E402,F401  (registers with ESPnet, also for -k selections)
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 

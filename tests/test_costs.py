@@ -95,7 +95,7 @@ def test_cli_writes_exit_costs_json(tiny, tmp_path):
     for row in data["exits"]:
         assert {"exit", "params", "gflops", "share", "head_params"} <= set(row)
     assert data["exits"][-1]["share"] == 1.0
-    # what scoring.py reads
-    from espnet_early_exit.scoring import load_exit_costs
+    # what results.py reads
+    from espnet_early_exit.results import load_exit_costs
 
     assert sorted(load_exit_costs(out.parent)) == [1, 2, 3, 4]

@@ -292,6 +292,65 @@ def test_packed_zip_source(stock_exp, tmp_path, monkeypatch, unpacker):
     assert config["normalize_conf"]["stats_file"] == str(out / "feats_stats.npz")
 
 
+def test_zip_source_needs_an_unpack_dir(tmp_path):
+    """resolve_source never unpacks into a temporary dir that nobody removes."""
+    from espnet_early_exit.finetune import resolve_source
+
+    zip_path = tmp_path / "packed.zip"
+    zip_path.write_bytes(b"")
+    with pytest.raises(ValueError, match="unpack_dir"):
+        resolve_source(zip_path)
+
+
+# ------------------------------------------------------------------ interCTC as early exit
+def test_interctc_config_to_ee():
+    from espnet_early_exit.finetune import interctc_config_to_ee
+
+    stock = yaml.safe_load(STOCK_CONF)
+    stock["encoder_conf"]["interctc_layer_idx"] = [2, 1]
+    stock["model_conf"]["interctc_weight"] = 0.5
+    stock["output_dir"] = "exp/asr_interctc"
+    ee = interctc_config_to_ee(stock)
+    assert ee["encoder"] == "ee_conformer" and ee["model"] == "ee_espnet"
+    assert ee["encoder_conf"]["exit_layers"] == [1, 2, 3]
+    assert ee["encoder_conf"]["exit_norm"] == "shared"
+    assert "interctc_layer_idx" not in ee["encoder_conf"]
+    assert ee["model_conf"]["share_exit_heads"] is True
+    assert ee["model_conf"]["exit_decoders"] == "last"
+    assert "interctc_weight" not in ee["model_conf"] and "output_dir" not in ee
+    assert stock["encoder_conf"]["interctc_layer_idx"] == [2, 1]  # the input is left alone
+    with pytest.raises(ValueError, match="stock 'conformer'"):
+        interctc_config_to_ee({**stock, "encoder": "transformer"})
+    stock["encoder_conf"]["interctc_use_conditioning"] = True
+    with pytest.raises(ValueError, match="self-conditioning"):
+        interctc_config_to_ee(stock)
+
+
+def test_interctc_exp_decodes_as_early_exit(stock_exp, tmp_path, monkeypatch):
+    """A stock conformer with interCTC (no extra weights: after_norm + the one ctc head) becomes
+    an ee_conformer whose exits give the stock model's intermediate greedy CTC outputs."""
+    import shutil
+
+    from espnet_early_exit.finetune import interctc_to_ee
+
+    monkeypatch.chdir(stock_exp)  # the config's relative paths, as in a recipe
+    src = tmp_path / "asr_interctc"
+    src.mkdir()
+    config = yaml.safe_load((stock_exp / "exp" / "asr" / "config.yaml").read_text())
+    config["encoder_conf"]["interctc_layer_idx"] = [1, 2]
+    config["model_conf"]["interctc_weight"] = 0.5
+    (src / "config.yaml").write_text(yaml.safe_dump(config))
+    shutil.copyfile(stock_exp / "exp" / "asr" / "valid.acc.ave.pth", src / "valid.acc.ave.pth")
+    out = tmp_path / "asr_interctc_as_ee"
+    report = interctc_to_ee(src, out, "valid.acc.ave.pth",
+                            verify_wav_scp=stock_exp / "data" / "valid" / "wav.scp")
+    assert report["missing_keys"] == [] and report["unexpected_keys"] == []
+    assert report["identical"], report
+    assert sorted(report["ee_greedy"]) == [1, 2, 3]
+    assert report["last_layer_max_abs_diff"] < 1e-4
+    assert (out / "valid.acc.ave.pth").is_file()
+
+
 # ------------------------------------------------------------------ choices and errors
 def test_model_file_order(tmp_path):
     from espnet_early_exit.finetune import pick_model_file

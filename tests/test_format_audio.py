@@ -1,20 +1,18 @@
-"""espnet_early_exit.bin.format_audio (stage 3): segment cutting, rate/corrupt-file errors, skips."""
+"""espnet_early_exit.stages.format_audio (stage 3): segment cutting, rate/corrupt-file errors, skips."""
 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _corpus_trees import leftovers, tone, tree_digest, write_audio  # noqa: E402
+from _corpus_trees import leftovers, tone, tree_digest, write_audio
 
-from espnet_early_exit.bin import format_audio  # noqa: E402
-from espnet_early_exit.bin.format_audio import AudioFormatError, format_data_dir  # noqa: E402
+from espnet_early_exit.bin import stage
+from espnet_early_exit.stages.format_audio import AudioFormatError, format_data_dir
 
 
 def lines(path: Path) -> list[str]:
@@ -179,9 +177,16 @@ def test_pipes_refused(tmp_path: Path) -> None:
         format_data_dir(d, tmp_path / "out")
 
 
+def test_repeated_id_names_file_and_line(tmp_path: Path) -> None:
+    d = write_dir(tmp_path / "d", wav_scp=["s-a /x/a.flac", "s-a /x/b.flac"], text=["s-a W"], utt2spk=["s-a s"],
+                  spk2utt=["s s-a"])
+    with pytest.raises(AudioFormatError, match=r"wav\.scp:2: .*'s-a'"):
+        format_data_dir(d, tmp_path / "out")
+
+
 def test_cli(segments_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "dump" / "raw" / "dev"
-    assert format_audio.main(["--data_dir", str(segments_dir), "--out_dir", str(out), "--fs", "16000",
-                              "--audio_format", "flac", "--nj", "1"]) == 0
+    assert stage.main(["format_audio", "--data_dir", str(segments_dir), "--out_dir", str(out), "--fs", "16000",
+                       "--audio_format", "flac", "--nj", "1"]) == 0
     assert (out / ".done").is_file()
-    assert format_audio.main(["--data_dir", str(tmp_path / "nothing"), "--out_dir", str(tmp_path / "o")]) == 1
+    assert stage.main(["format_audio", "--data_dir", str(tmp_path / "nothing"), "--out_dir", str(tmp_path / "o")]) == 1

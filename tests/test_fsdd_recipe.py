@@ -1,5 +1,5 @@
 """The FSDD connected-digit recipe end to end, CI sized: egs2/fsdd_digits/asr1/run.sh with 60
-training utterances, 2 epochs and a tiny 2-exit model (conf/train_ee_tiny_test.yaml), every
+training utterances, 2 epochs and a tiny 2-exit model (conf/tuning/train_ee_tiny_test.yaml), every
 stage from data preparation to RESULTS.md.
 
 Needs the FSDD recordings at ``<repo>/../shared/data/fsdd/recordings`` (or ``$FSDD_DIR``);
@@ -21,7 +21,7 @@ from conftest import recipe_env
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "egs2" / "fsdd_digits" / "asr1"
-CONFIG = RECIPE / "conf" / "train_ee_tiny_test.yaml"
+CONFIG = RECIPE / "conf" / "tuning" / "train_ee_tiny_test.yaml"
 FSDD = Path(os.environ.get("FSDD_DIR", REPO.parent / "shared" / "data" / "fsdd" / "recordings"))
 TEST_SETS = ["test", "test_unseen_spk"]
 

@@ -53,7 +53,7 @@ def table(md: str, heading: str) -> list[list[str]]:
 # ------------------------------------------------------------------------------- grid files
 @pytest.mark.parametrize("name", ["mini_an4", "librispeech_100"])
 def test_grid_files_load(name):
-    grid = load_grid(GRIDS / f"{name}.yaml")
+    grid = load_grid(GRIDS / f"{name}.yaml", REPO)
     assert grid.recipe.is_file(), grid.recipe
     kinds = {x.kind for x in grid.experiments}
     assert KINDS_IN_PAPER <= kinds, KINDS_IN_PAPER - kinds
@@ -68,7 +68,7 @@ def test_grid_files_load(name):
 @pytest.mark.parametrize("name", ["mini_an4", "librispeech_100"])
 def test_derived_configs_parse(name, token_list_file, tmp_path):
     """Every experiment's config (as the grid writes it) is accepted by asr_train's parser."""
-    grid = load_grid(GRIDS / f"{name}.yaml")
+    grid = load_grid(GRIDS / f"{name}.yaml", REPO)
     ctx = {"workdir": str(tmp_path), "expdir": str(tmp_path / "exp"),
            "grid_dir": str(tmp_path / "g"), "repo": str(REPO)}
     for x in grid.experiments:
@@ -110,11 +110,32 @@ def test_load_grid_errors(tmp_path):
     bad.write_text(yaml.safe_dump({"name": "g", "recipe": "run.sh", "experiments": [
         {"name": "ft", "kind": "ee_finetuned", "init_from": "nope", "exit_layers": [2, 4]}]}))
     with pytest.raises(ValueError, match="init_from"):
-        load_grid(bad)
+        load_grid(bad, tmp_path)
     bad.write_text(yaml.safe_dump({"name": "g", "recipe": "run.sh", "experiments": [
         {"name": "a", "kind": "what", "asr_config": "x.yaml"}]}))
     with pytest.raises(ValueError, match="kind"):
-        load_grid(bad)
+        load_grid(bad, tmp_path)
+
+
+def test_paths_are_relative_to_the_given_root(tmp_path):
+    """Relative paths of a grid file start from the root load_grid is given, not the package."""
+    from espnet_early_exit.grid import GridRunner
+
+    (tmp_path / "conf").mkdir()
+    grid_file = tmp_path / "conf" / "g.yaml"
+    grid_file.write_text(yaml.safe_dump({
+        "name": "g", "recipe": "run.sh", "stats_config": "conf/stats.yaml",
+        "ssl_models": [{"family": "wav2vec2", "path": "{root}/ssl/w2v2"}],
+        "experiments": [{"name": "ee", "kind": "ee_scratch_ctc", "asr_config": "conf/a.yaml",
+                         "inference_config": "/abs/decode.yaml"}]}))
+    grid = load_grid(grid_file, tmp_path)
+    root = tmp_path.resolve()
+    assert grid.root == root and grid.recipe == root / "run.sh"
+    assert grid.stats_config == str(root / "conf" / "stats.yaml")
+    assert grid.experiments[0].asr_config == str(root / "conf" / "a.yaml")
+    assert grid.experiments[0].inference_config == "/abs/decode.yaml"
+    runner = GridRunner(grid, ["--workdir", str(tmp_path / "w")], dry_run=True, log=lambda m: None)
+    assert runner.ctx["root"] == runner.ctx["repo"] == str(root)
 
 
 # ------------------------------------------------------------------------------- GRID.md
@@ -136,7 +157,7 @@ def test_render_grid_md(tmp_path):
             {"name": "ee", "kind": "ee_scratch_ctc", "label": "EE", "asr_config": cfg},
             {"name": "se", "kind": "single_exit", "asr_config": cfg, "depths": [2, 4]},
         ]}))
-    grid = load_grid(grid_file)
+    grid = load_grid(grid_file, REPO)
     assert [x.name for x in grid.experiments] == ["ee", "se_d2", "se_d4"]
     dirs = {x.name: tmp_path / f"asr_{x.name}" for x in grid.experiments}
     dec = dirs["ee"] / "decode_grid" / "test"
@@ -165,7 +186,7 @@ def test_render_grid_md(tmp_path):
 
 # ------------------------------------------------------------------------------- end to end
 def test_mini_an4_grid_end_to_end(tmp_path):
-    grid = load_grid(GRIDS / "mini_an4.yaml")
+    grid = load_grid(GRIDS / "mini_an4.yaml", REPO)
     start = time.monotonic()
     proc = subprocess.run(
         ["bash", str(GRID_SH), str(GRIDS / "mini_an4.yaml"), "--jobs", "2", "--workdir", str(tmp_path)],

@@ -532,6 +532,24 @@ def test_cli_oracle(model_files, data_dir, tmp_path):
         run_cli(model_files, data_dir, tmp_path / "y", "--exit_policy", "entropy")
 
 
+def test_cli_refuses_a_wrong_sample_rate(model_files, data_dir, tmp_path):
+    """An 8 kHz file with a 16 kHz model: an error naming the file before anything is
+    decoded (the CLI does not resample); a key file that leaves it out decodes."""
+    d = tmp_path / "mixed"
+    d.mkdir()
+    bad = d / "utt2_8k.wav"
+    soundfile.write(bad, wave(1.0, 12)[::2], FS // 2)
+    (d / "wav.scp").write_text(f"utt1 {data_dir / 'utt1.wav'}\nutt2 {bad}\n")
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"utt2_8k\.wav \(utterance utt2 .*8000 Hz.*16000 Hz"):
+        run_cli(model_files, d, out, *("--beam_size", "1", "--ctc_weight", "1.0"))
+    assert not (out / "1best_recog").exists()
+    (d / "keys").write_text("utt1\n")
+    run_cli(model_files, d, out, "--beam_size", "1", "--ctc_weight", "1.0",
+            "--key_file", str(d / "keys"))
+    assert sorted(read(out / "1best_recog" / "token")) == ["utt1"]
+
+
 def test_tradeoff_from_all_exits_equals_policy_decode(peaky_files, data_dir, tmp_path, capsys):
     from espnet_early_exit.bin.tradeoff import main as tradeoff
 

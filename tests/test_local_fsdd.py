@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import soundfile
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _corpus_trees import REPO, leftovers, tree_digest  # noqa: E402
+from _corpus_trees import REPO, leftovers, tree_digest
 
-import fsdd_digits  # noqa: E402
-from common import CorpusError, validate_kaldi_dir  # noqa: E402
+from local import fsdd_digits
+from local.common import CorpusError, validate_kaldi_dir
 
 FSDD = Path(os.environ.get("FSDD_DIR", REPO.parent / "shared" / "data" / "fsdd" / "recordings"))
 if not FSDD.is_dir():

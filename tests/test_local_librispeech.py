@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _corpus_trees import LOCAL, leftovers, make_librispeech, tree_digest  # noqa: E402
+from _corpus_trees import LOCAL, leftovers, make_librispeech, tree_digest
+from conftest import recipe_env
 
-import librispeech  # noqa: E402
-from common import CorpusError, validate_kaldi_dir  # noqa: E402
+from local import librispeech
+from local.common import CorpusError, validate_kaldi_dir
 
 
 @pytest.fixture
@@ -164,18 +164,21 @@ def test_accepts_the_librispeech_folder_itself(corpus: Path, tmp_path: Path) -> 
     assert result["test_clean"].num_utts == 1
 
 
-def test_cli(corpus: Path, tmp_path: Path) -> None:
-    script = str(LOCAL / "librispeech.py")
+@pytest.mark.parametrize("how", ["path", "module"])
+def test_cli(corpus: Path, tmp_path: Path, how: str) -> None:
+    """As stage 1 runs it (``python local/librispeech.py``, the checkout on PYTHONPATH) and as a module."""
+    command = [sys.executable, str(LOCAL / "librispeech.py")] if how == "path" else \
+        [sys.executable, "-m", "local.librispeech"]
     ok = subprocess.run(
-        [sys.executable, script, "--corpus_dir", str(corpus), "--output_dir", str(tmp_path / "data"),
+        [*command, "--corpus_dir", str(corpus), "--output_dir", str(tmp_path / "data"),
          "--splits", "dev-clean", "dev-other"],
-        capture_output=True, text=True, check=False,
+        capture_output=True, text=True, check=False, env=recipe_env(), cwd=tmp_path,
     )
     assert ok.returncode == 0, ok.stderr
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["dev", "dev_clean", "dev_other"]
     bad = subprocess.run(
-        [sys.executable, script, "--corpus_dir", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "x")],
-        capture_output=True, text=True, check=False,
+        [*command, "--corpus_dir", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "x")],
+        capture_output=True, text=True, check=False, env=recipe_env(), cwd=tmp_path,
     )
     assert bad.returncode == 1
     assert "LibriSpeech not found" in bad.stderr and str(tmp_path / "missing") in bad.stderr

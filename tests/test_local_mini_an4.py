@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import io
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 import soundfile
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _corpus_trees import leftovers, tree_digest  # noqa: E402
+from _corpus_trees import leftovers, tree_digest
 
-import mini_an4  # noqa: E402
-from common import CorpusError, safe_extract, validate_kaldi_dir  # noqa: E402
+from local import mini_an4
+from local.common import CorpusError, safe_extract, validate_kaldi_dir
 
 
 @pytest.fixture(scope="module")

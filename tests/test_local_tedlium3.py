@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import logging
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import soundfile
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _corpus_trees import leftovers, make_tedlium3, tree_digest  # noqa: E402
+from _corpus_trees import leftovers, make_tedlium3, tree_digest
 
-import tedlium3  # noqa: E402
-from common import CorpusError, validate_kaldi_dir  # noqa: E402
+from local import tedlium3
+from local.common import CorpusError, validate_kaldi_dir
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 
 ``test_default_recipe_*`` run ``./run.sh --workdir <tmp>`` once (every stage, a few minutes on
 2 CPU cores), check what it leaves behind (RESULTS.md with a row per exit, plots, decode dirs)
-and that a second run skips every stage. The driver_utils tests are fast unit tests of the
-Python helpers behind stages 2, 4, 5 and 12.
+and that a second run skips every stage; the driver's option checks. The Python helpers behind the
+stages are tested in tests/test_stages.py and tests/test_format_audio.py.
 """
 
 from __future__ import annotations
@@ -11,20 +11,17 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile
 import yaml
+
+from conftest import recipe_env
 
 REPO = Path(__file__).resolve().parent.parent
 DRIVER = REPO / "egs2" / "TEMPLATE" / "asr1" / "asr.sh"
-sys.path.insert(0, str(DRIVER.parent / "scripts"))
-import driver_utils  # noqa: E402
-from conftest import recipe_env  # noqa: E402
+MINI_AN4_CONFIG = REPO / "egs2" / "mini_an4" / "asr1" / "conf" / "train_asr.yaml"
 
 TEST_SETS = ["test"]  # run.sh's --test_sets
 POLICY_DIRS = ["entropy_th0.52", "entropy_th0.56", "max_posterior_th0.4", "max_posterior_th0.5"]
@@ -40,7 +37,7 @@ def run_recipe(workdir: Path, *args: str, timeout: float = 1200) -> tuple[subpro
 
 
 def exit_layers() -> list[int]:
-    config = yaml.safe_load((REPO / "conf" / "train_asr.yaml").read_text())
+    config = yaml.safe_load(MINI_AN4_CONFIG.read_text())
     return [int(k) for k in config["encoder_conf"]["exit_layers"]]
 
 
@@ -208,105 +205,3 @@ def test_driver_rejects_bad_options(tmp_path: Path, args: list[str], message: st
     proc = run_driver(*args, cwd=tmp_path)
     assert proc.returncode != 0
     assert message in proc.stdout
-
-
-# ------------------------------------------------------------------------------ driver_utils
-
-
-def write_dir(path: Path, files: dict[str, str]) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        (path / name).write_text(content)
-    return path
-
-
-def test_speed_perturb_changes_duration_and_names_like_espnet(tmp_path: Path) -> None:
-    audio = tmp_path / "a.wav"
-    soundfile.write(str(audio), (np.sin(np.arange(16000) / 10) * 8000).astype(np.int16), 16000)
-    data = write_dir(tmp_path / "data" / "train", {
-        "wav.scp": f"spk1-u1 {audio}\n", "text": "spk1-u1 HELLO\n", "utt2spk": "spk1-u1 spk1\n",
-        "spk2utt": "spk1 spk1-u1\n"})
-    out = tmp_path / "data" / "train_sp"
-    driver_utils.speed_perturb(data, out, tmp_path / "sp", ["0.9", "1.0", "1.1"], nj=1)
-    utt2spk = driver_utils.read_table(out / "utt2spk")
-    assert utt2spk == {"spk1-u1": "spk1", "sp0.9-spk1-u1": "sp0.9-spk1", "sp1.1-spk1-u1": "sp1.1-spk1"}
-    wav = driver_utils.read_table(out / "wav.scp")
-    assert wav["spk1-u1"] == str(audio)
-    assert soundfile.info(wav["sp0.9-spk1-u1"]).frames == pytest.approx(16000 / 0.9, abs=2)
-    assert soundfile.info(wav["sp1.1-spk1-u1"]).frames == pytest.approx(16000 / 1.1, abs=2)
-    assert (out / ".done").is_file() and not (tmp_path / "data" / "train_sp.tmp").exists()
-    assert list((out / "text").read_text().splitlines()) == sorted((out / "text").read_text().splitlines())
-
-
-def test_speed_perturb_cuts_segments(tmp_path: Path) -> None:
-    audio = tmp_path / "talk.wav"
-    soundfile.write(str(audio), np.zeros(48000, dtype=np.int16), 16000)
-    data = write_dir(tmp_path / "train", {
-        "wav.scp": f"talk {audio}\n", "segments": "talk-a talk 0.50 1.50\n", "text": "talk-a HI\n",
-        "utt2spk": "talk-a talk\n", "spk2utt": "talk talk-a\n"})
-    out = tmp_path / "train_sp"
-    driver_utils.speed_perturb(data, out, tmp_path / "sp", ["1.0", "0.5"], nj=1)
-    segments = driver_utils.read_table(out / "segments")
-    assert segments == {"talk-a": "talk 0.50 1.50", "sp0.5-talk-a": "sp0.5-talk-a 0.00 -1"}
-    assert soundfile.info(driver_utils.read_table(out / "wav.scp")["sp0.5-talk-a"]).frames == 32000
-
-
-def test_filter_dir_drops_short_long_and_empty(tmp_path: Path) -> None:
-    src = write_dir(tmp_path / "org" / "train", {
-        "wav.scp": "a /a.flac\nb /b.flac\nc /c.flac\nd /d.flac\n",
-        "utt2num_samples": "a 800\nb 16000\nc 400000\nd 16000\n",
-        "text": "a X\nb HELLO\nc LONG\nd \n", "utt2spk": "a s\nb s\nc s\nd s\n",
-        "spk2utt": "s a b c d\n", "feats_type": "raw\n"})
-    out = tmp_path / "train"
-    driver_utils.filter_dir(src, out, 16000, 0.1, 20)
-    assert (out / "wav.scp").read_text() == "b /b.flac\n"
-    assert (out / "spk2utt").read_text() == "s b\n"
-    assert (out / "feats_type").read_text() == "raw\n"
-    info = json.loads((out / ".done").read_text())
-    assert info["counts"] == {"input": 4, "kept": 1, "too_short": 1, "too_long": 1, "empty_text": 1}
-
-
-def test_bpe_token_list_order(tmp_path: Path) -> None:
-    text = tmp_path / "text"
-    words = "HELLO WORLD THIS IS A SMALL TEST OF THE SENTENCEPIECE TOKEN LIST".split()
-    text.write_text("".join(f"u{i} {' '.join(words[i % 5:])} [unk] {words[i % len(words)]}\n" for i in range(60)))
-    out = tmp_path / "bpe_unigram30"
-    driver_utils.bpe_token_list(text, out, 30, "unigram", 1.0, 100000000, "[unk]", "<blank>", "<unk>",
-                                "<sos/eos>")
-    tokens = (out / "tokens.txt").read_text().splitlines()
-    assert tokens[:3] == ["<blank>", "<unk>", "[unk]"]
-    assert tokens[-1] == "<sos/eos>"
-    assert len(tokens) == 30 and "<s>" not in tokens and "</s>" not in tokens
-    assert (out / "bpe.model").is_file()
-
-
-def test_split_keys_and_merge_decode(tmp_path: Path) -> None:
-    keys = tmp_path / "wav.scp"
-    keys.write_text("".join(f"u{i} /x/{i}.flac\n" for i in range(5)))
-    driver_utils.split_keys(keys, 2, str(tmp_path / "keys.JOB.scp"))
-    parts = [(tmp_path / f"keys.{j}.scp").read_text().split("\n")[:-1] for j in (1, 2)]
-    assert [len(p) for p in parts] == [3, 2] and sum(parts, []) == keys.read_text().split("\n")[:-1]
-
-    outs = []
-    for j, (utts, wall) in enumerate(((["u3", "u1"], 1.0), (["u2"], 0.5)), 1):
-        out = write_dir(tmp_path / f"output.{j}" / "1best_recog", {
-            "text": "".join(f"{u} HYP {u}\n" for u in utts), "exit": "".join(f"{u} 2\n" for u in utts)})
-        (out.parent / "timing.json").write_text(json.dumps(
-            {"rtf": wall / 2, "audio_seconds": 2.0, "wall_seconds": wall, "n_utt": len(utts)}))
-        outs.append(out.parent)
-    driver_utils.merge_decode(outs, tmp_path / "merged")
-    merged = tmp_path / "merged"
-    assert (merged / "text").read_text() == "u1 HYP u1\nu2 HYP u2\nu3 HYP u3\n"
-    assert (merged / "exit").read_text() == "u1 2\nu2 2\nu3 2\n"
-    timing = json.loads((merged / "timing.json").read_text())
-    assert timing["wall_seconds"] == 1.5 and timing["audio_seconds"] == 4.0 and timing["n_utt"] == 3
-    assert timing["rtf"] == pytest.approx(1.5 / 4.0)
-    assert (merged / ".done").is_file()
-
-
-def test_config_get(tmp_path: Path) -> None:
-    assert driver_utils.config_get(REPO / "conf" / "train_asr.yaml", "encoder_conf.exit_layers", None) == \
-        " ".join(map(str, exit_layers()))
-    assert driver_utils.config_get(REPO / "conf" / "train_asr.yaml", "best_model_criterion.0", None) == \
-        "valid acc max"
-    assert driver_utils.config_get(REPO / "conf" / "train_asr.yaml", "normalize", "global_mvn") == "global_mvn"

@@ -9,14 +9,12 @@ naming the variable, the path and the expected layout.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import recipe_env  # noqa: E402
-from _corpus_trees import LIBRI_GOOD, TED_STM, make_librispeech, make_tedlium3  # noqa: E402
+from conftest import recipe_env
+from _corpus_trees import LIBRI_GOOD, TED_STM, make_librispeech, make_tedlium3
 
 REPO = Path(__file__).resolve().parent.parent
 KALDI_FILES = ("wav.scp", "text", "utt2spk", "spk2utt")

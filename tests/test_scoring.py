@@ -1,4 +1,5 @@
-"""Tests of espnet_early_exit.scoring and its CLIs (score, make_results)."""
+"""Tests of espnet_early_exit.scoring, results and selection and their CLIs (score,
+make_results, tradeoff's WER and decision rule)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,18 @@ from pathlib import Path
 import pytest
 
 from espnet_early_exit import scoring
+from espnet_early_exit.results import collect_results, make_results
 from espnet_early_exit.scoring import (
     error_counts,
     find_sclite,
-    make_results,
     parse_sclite_summary,
     score_text,
+    score_utterances,
+)
+from espnet_early_exit.selection import (
+    best_fixed_exit,
+    best_within_budget,
+    select_policy_point,
     select_threshold,
 )
 
@@ -164,6 +171,69 @@ def test_tool_choice(tmp_path, monkeypatch):
         score_text(ref, hyp, tmp_path / "b", tool="sclite")
     with pytest.raises(ValueError):
         score_text(ref, hyp, tmp_path / "c", unit="phone", tool="python")
+
+
+# ---------------------------------------------------------------------------------------
+# score_utterances: the same scoring in memory (tradeoff, the oracle policy)
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("unit", ["word", "char"])
+def test_score_utterances_equals_score_text(tmp_path, unit):
+    refs = [("spk1-u1", "THE CAT SAT ON THE MAT"), ("spk1-u2", "Hello {NOISE} world"),
+            ("spk1-u3", "gone")]
+    hyps = [("spk1-u1", "the bat sat on mat"), ("spk1-u2", "hello world again")]
+    opts = dict(remove_nonlexical=True, nlsyms=["again"])
+    on_disk = score_text(write_text(tmp_path / "ref", refs), write_text(tmp_path / "hyp", hyps),
+                         tmp_path / "s", unit=unit, tool="python", **opts)
+    in_memory = score_utterances(dict(refs), dict(hyps), unit, **opts)
+    assert in_memory == on_disk and in_memory["n_missing_hyp"] == 1
+
+
+def test_score_utterances_inputs():
+    # sequences pair by position; ASCII case folded as sclite does
+    res = score_utterances(["a B c", "d"], ["A b x", "d"])
+    assert (res["n_ref"], res["sub"], res["err"], res["n_utt"]) == (4, 1, 1, 2)
+    assert res["wer"] == pytest.approx(25.0)
+    assert score_utterances(["A"], ["a"], case_sensitive=True)["sub"] == 1
+    # no reference token: counts only, no rate
+    empty = score_utterances([""], ["x y"])
+    assert (empty["wer"], empty["n_ref"], empty["ins"]) == (None, 0, 2)
+    with pytest.raises(ValueError, match="ghost"):
+        score_utterances({"u1": "a"}, {"u1": "a", "ghost": "b"})
+    with pytest.raises(ValueError, match="2 references but 1"):
+        score_utterances(["a", "b"], ["a"])
+    with pytest.raises(ValueError, match="unit"):
+        score_utterances(["a"], ["a"], unit="phone")
+
+
+def test_score_utterances_cleans_the_reference_only(monkeypatch):
+    monkeypatch.setattr(scoring, "_make_cleaner", lambda name: None if name == "none" else str.lower)
+    assert score_utterances(["A B"], ["A B"], case_sensitive=True, cleaner="lower")["err"] == 2
+    assert score_utterances(["A B"], ["a b"], case_sensitive=True, cleaner="lower")["err"] == 0
+
+
+def test_tradeoff_and_oracle_count_as_stage13():
+    from espnet_early_exit.bin import tradeoff
+    from espnet_early_exit.policies import word_error_rate
+
+    refs = {"u1": "Hello World", "u2": "a b c"}
+    hyps = {"u1": "hello world", "u2": "a c b", "other": "not in refs"}
+    assert tradeoff.wer(refs, hyps) == pytest.approx(
+        100.0 * score_utterances(refs, {u: hyps[u] for u in refs})["err"] / 5)
+    assert tradeoff.wer(refs, hyps) == pytest.approx(40.0)  # sclite: 1 del + 1 ins, no case errors
+    assert tradeoff.wer({}, hyps) is None
+    assert word_error_rate("Hello World", "hello world") == 0.0
+    assert word_error_rate("", "x y") == 2.0
+
+
+def test_tradeoff_choose_is_the_decoders_rule():
+    from espnet_early_exit.bin.tradeoff import choose
+
+    confs = {2: 0.5, 4: 0.95, 6: 0.99}
+    assert choose("max_posterior", 0.9, [2, 4, 6], confs) == (4, {2: 0.5, 4: 0.95})
+    assert choose("max_posterior", 1.0, [2, 4, 6], confs) == (6, confs)  # the last accepts
+    assert choose("entropy", 0.6, [2, 4, 6], confs) == (2, {2: 0.5})
+    with pytest.raises(ValueError, match="no confidence at exit 4"):
+        choose("max_posterior", 0.9, [2, 4, 6], {2: 0.5})
 
 
 # ---------------------------------------------------------------------------------------
@@ -414,3 +484,18 @@ def test_select_threshold(tmp_path, policy, max_share, expected):
         assert got is None
     else:
         assert got == pytest.approx(expected)
+
+
+def test_selection_helpers(tmp_path):
+    rows = collect_results(_fake_exp(tmp_path))
+    best = select_policy_point(rows, "dev", "entropy", 0.6)
+    assert (best.threshold, best.threshold_str, best.avg_share) == (0.5, "0.5", pytest.approx(0.5))
+    assert select_policy_point(rows, "dev", "entropy", 0.2) is None
+    fixed = best_fixed_exit(rows, "dev", 0.6)
+    assert fixed.exit == 6 and fixed.wer["wer"] == 25.0
+    assert best_fixed_exit(rows, "test", 0.1) is None
+    # any points: ties in WER go to the smaller share, then the tie-break
+    pts = [("a", 10.0, 0.5), ("b", 10.0, 0.4), ("c", 9.0, 0.7), ("d", None, 0.1), ("e", 10.0, 0.4)]
+    pick = lambda b, tb=None: best_within_budget(pts, b, lambda p: p[1], lambda p: p[2], tb)  # noqa: E731
+    assert pick(0.6)[0] == "b" and pick(0.7)[0] == "c" and pick(0.3) is None
+    assert pick(0.6, lambda p: -ord(p[0]))[0] == "e"

@@ -18,7 +18,7 @@ def _train_cmd(*args: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def an4_data(tmp_path_factory):
-    import mini_an4  # local/mini_an4.py
+    from local import mini_an4
 
     root = tmp_path_factory.mktemp("an4")
     corpus = mini_an4.download_mini_an4(root / "downloads")

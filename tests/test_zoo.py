@@ -349,7 +349,7 @@ def test_malicious_checkpoint_is_refused_without_running(fake_zip, tmp_path, mon
     with pytest.raises(zoo.UnsafeModelFileError, match=r"refusing to load .*valid.loss.ave.pth"):
         zoo.unpack_model(evil, cachedir=tmp_path / "cache")
     with pytest.raises(zoo.UnsafeModelFileError):
-        zoo.from_pretrained(None, evil, cachedir=tmp_path / "cache")
+        espnet_early_exit.from_pretrained(evil, cachedir=tmp_path / "cache")
     assert not sentinel.exists()
     # the check itself: plain state dicts pass, wrappers as ESPnet unwraps them
     torch.save({"module": {"a": torch.ones(1)}}, tmp_path / "ok.pth")
@@ -369,7 +369,7 @@ def test_repacked_zip_is_not_served_from_a_stale_cache(fake_exp, tmp_path, monke
     second = zoo.unpack_model(out, cachedir=tmp_path / "cache")
     assert first["asr_model_file"] == second["asr_model_file"]
     root = Path(second["asr_model_file"]).parents[2]
-    assert (root / "meta.yaml").read_bytes() == zoo._meta_bytes(out)
+    assert (root / "meta.yaml").read_bytes() == zoo.archive.meta_bytes(out)
     assert not (root / "exp/asr_fake/RESULTS.md").exists()
     assert zoo.PLUGIN_KEY not in second
 
@@ -421,6 +421,13 @@ def test_inference_classmethod_delegates_to_zoo(tmp_path):
     else:
         pytest.fail("a corrupt zip was accepted")
 
+
+
+def test_zoo_builds_the_class_it_is_given():
+    """The zoo does not know the inference class: the caller names what to build."""
+    assert zoo.from_pretrained(dict, None, exit_layer=2) == {"exit_layer": 2}
+    with pytest.raises(TypeError, match=r"espnet_early_exit\.from_pretrained"):
+        zoo.from_pretrained(None, "model.zip")
 
 # ----------------------------------------------------------------------------- upload
 def _card_front_matter(card: str) -> dict:
@@ -661,8 +668,8 @@ def test_hub_repository_layout_loads(trained, trained_zip, tmp_path, monkeypatch
         return str(snapshot)
 
     monkeypatch.setattr(ModelDownloader, "huggingface_download", fake_hub)
-    s2t = zoo.from_pretrained(None, "someone/an4-ee", cachedir=tmp_path / "cache",
-                              beam_size=1, ctc_weight=1.0)
+    s2t = espnet_early_exit.from_pretrained("someone/an4-ee", cachedir=tmp_path / "cache",
+                                            beam_size=1, ctc_weight=1.0)
     assert set(asked) == {"someone/an4-ee"}
     assert s2t.asr_train_args.bpemodel == str(snapshot / "data/token_list/bpe_unigram30/bpe.model")
     hyps = _trained_model.decode_every_exit(s2t, trained.test_dir)

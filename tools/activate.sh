@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Source me: sets up the environment if needed and puts it first on PATH.
 #   . tools/activate.sh
 _eee_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -6,10 +6,10 @@
 # so repeated runs (and other checkouts with the same pins) reuse it. The project itself is
 # installed editable from this checkout on every call (seconds). Needs Python >=3.12,<3.14:
 # $PYTHON if set, else python3.13/python3.12/python3 on PATH, else pyenv's interpreters.
-# Debian tools used by the recipes (sctk's sclite, sox, flac) and a C compiler (gcc) are
-# installed with apt-get when missing and apt-get is usable (skip with EEE_SKIP_APT=1). A small
-# C kernel (exit policies' frame statistics) is compiled with it into the cache; without a
-# compiler setup warns and decoding uses torch ops.
+# Debian tools used by the recipes (sctk's sclite, sox, flac), the test suite's shell linter
+# (shellcheck) and a C compiler (gcc) are installed with apt-get when missing and apt-get is
+# usable (skip with EEE_SKIP_APT=1). A small C kernel (exit policies' frame statistics) is
+# compiled with it into the cache; without a compiler setup warns and decoding uses torch ops.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -62,13 +62,14 @@ if [ ! -f "$venv/.deps-installed" ]; then
     mkdir -p "$cache"
     "$py" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --upgrade pip >&2
-    "$venv/bin/python" -m pip install -q -e "$root[test]" >&2
+    "$venv/bin/python" -m pip install -q -e "${root}[test]" >&2
     touch "$venv/.deps-installed"
 else
     log "reusing $venv"
 fi
 # (re)point the editable install at this checkout when it points elsewhere (another clone)
-installed="$(cd / && "$venv/bin/python" -c 'import espnet_early_exit, os; print(os.path.dirname(os.path.dirname(os.path.realpath(espnet_early_exit.__file__))))' 2>/dev/null || true)"
+installed="$(cd / && "$venv/bin/python" -c 'import espnet_early_exit, os; print(os.path.dirname(os.path.dirname(os.path.realpath(espnet_early_exit.__file__))))' 2>/dev/null)" \
+    || installed=""
 if [ "$installed" != "$(realpath "$root")" ]; then
     log "installing espnet-early-exit from $root (editable)"
     pip_log="$(mktemp)"
@@ -77,10 +78,14 @@ if [ "$installed" != "$(realpath "$root")" ]; then
     rm -f "$pip_log"
 fi
 
-# Debian packages: sctk sox flac (sclite scoring, audio tools) and a C compiler (the kernel below)
+# Debian packages: sctk sox flac (sclite scoring, audio tools), shellcheck (tests/test_shellcheck.py)
+# and a C compiler (the kernel below)
 apt_pkgs=()
 if ! command -v sctk >/dev/null 2>&1 && [ ! -x /usr/lib/sctk/bin/sclite ]; then
     apt_pkgs+=(sctk sox flac)
+fi
+if ! command -v shellcheck >/dev/null 2>&1; then
+    apt_pkgs+=(shellcheck)
 fi
 if [ -z "${CC:-}" ] && ! command -v cc >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1 \
         && ! command -v clang >/dev/null 2>&1; then  # the compilers frame_stats.py looks for
@@ -90,9 +95,9 @@ if [ -z "${EEE_SKIP_APT:-}" ] && [ "${#apt_pkgs[@]}" -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
         log "installing Debian packages ${apt_pkgs[*]}"
         { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_pkgs[@]}"; } >&2 \
-            || log "WARNING: apt-get failed; without sctk scoring uses the in-Python WER, without gcc decoding uses torch ops"
+            || log "WARNING: apt-get failed; without sctk scoring uses the in-Python WER, without gcc decoding uses torch ops, without shellcheck its test is skipped"
     else
-        log "NOTE: not installed (no apt-get as root): ${apt_pkgs[*]}; scoring falls back to the in-Python WER (sctk), decoding to torch ops (gcc)"
+        log "NOTE: not installed (no apt-get as root): ${apt_pkgs[*]}; scoring falls back to the in-Python WER (sctk), decoding to torch ops (gcc), the shell lint test is skipped (shellcheck)"
     fi
 fi
 

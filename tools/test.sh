@@ -3,5 +3,6 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# shellcheck source-path=SCRIPTDIR/..
 . tools/activate.sh
 exec python -m pytest "$@"

@@ -21,6 +21,9 @@ Output, under --output_dir (ESPnet's layout, one line per utterance):
   timing.json                                  {"rtf", "audio_seconds", "wall_seconds", ...}:
                                                decode wall time (model loading excluded)
 
+Every speech file (type ``sound``) is checked before decoding: its sampling rate must be the
+model's (this tool does not resample; a wrong rate stops it with the file's name).
+
 With --all_exits true the same files go to ``exit<k>/<n>best_recog/`` for every exit k
 (``confidence`` then holds the policy's numbers at k and before it, when --exit_policy is a
 dynamic policy; the threshold is not needed), ``exit<k>/timing.json`` holds the time as if
@@ -33,8 +36,11 @@ import logging
 import re
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import soundfile
 
 from espnet2.bin.asr_inference import _too_short_result
 from espnet2.bin.asr_inference import get_parser as espnet_get_parser
@@ -45,6 +51,7 @@ from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
 from espnet2.utils.types import float_or_none, int_or_none, str2bool, str_or_none
 
 from espnet_early_exit.bin._cli import setup_logging
+from espnet_early_exit.fileio import read_table
 from espnet_early_exit.inference import (
     _S2T_PARAMS,
     EarlyExitResult,
@@ -116,18 +123,6 @@ def get_parser():
     return parser
 
 
-def _read_refs(path: str) -> Dict[str, str]:
-    refs = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            parts = line.split(maxsplit=1)
-            refs[parts[0]] = parts[1] if len(parts) > 1 else ""
-    return refs
-
-
 def _write_nbest(
     writer: DatadirWriter,
     key: str,
@@ -192,18 +187,7 @@ def inference(
     setup_logging(log_level)
     device = "cuda" if ngpu >= 1 else "cpu"
     set_all_random_seed(seed)
-
-    policy_cls = POLICIES[exit_policy]
-    if all_exits and exit_layer is not None:
-        raise ValueError("--exit_layer and --all_exits true exclude each other")
-    if not all_exits and policy_cls.dynamic and not policy_cls.needs_reference:
-        if exit_threshold is None:
-            raise ValueError(f"--exit_policy {exit_policy} needs --exit_threshold")
-    refs = None
-    if policy_cls.needs_reference:
-        if ref_text is None:
-            raise ValueError(f"--exit_policy {exit_policy} needs --ref_text")
-        refs = _read_refs(ref_text)
+    refs = _policy_refs(exit_policy, exit_threshold, exit_layer, ref_text, all_exits)
 
     # 1. Build speech2text
     unknown = [k for k in speech2text_kwargs if k not in _S2T_PARAMS]
@@ -219,8 +203,8 @@ def inference(
         exit_policy_frame_stride=exit_policy_frame_stride,
         **kwargs,
     )
-    nbest = speech2text.nbest
     fs = speech2text.model_fs
+    check_sample_rates(data_path_and_name_and_type, key_file, fs)
 
     # 2. Build data-iterator
     loader = EarlyExitASRTask.build_streaming_iterator(
@@ -239,61 +223,130 @@ def inference(
 
     # 3. Decode
     out = Path(output_dir)
-    wall = 0.0
-    audio = 0.0
-    n_utt = 0
-    exit_seconds: Dict[int, float] = {}
     with DatadirWriter(out) as writer:
-        for keys, batch in loader:
-            assert isinstance(batch, dict), type(batch)
-            assert all(isinstance(s, str) for s in keys), keys
-            speech = batch["speech"]
-            lengths = batch.get("speech_lengths")
-            if lengths is None:
-                lengths = [speech.size(1)] * speech.size(0)
-            waves = [speech[b, : int(n)] for b, n in enumerate(lengths)]
-            utt_refs = None
-            if refs is not None:
-                missing = [k for k in keys if k not in refs]
-                if missing:
-                    raise ValueError(f"--ref_text {ref_text} has no reference for {missing}")
-                utt_refs = [refs[k] for k in keys]
-            n_utt += len(keys)
-            if fs:
-                audio += sum(int(n) for n in lengths) / fs
-            t0 = time.perf_counter()
-            if all_exits:
-                per_utt = _decode_all(speech2text, waves, utt_refs, keys, exit_seconds)
-            else:
-                per_utt = _decode(speech2text, waves, utt_refs, keys)
-            wall += time.perf_counter() - t0
+        totals = _decode_loader(speech2text, loader, writer, refs, ref_text, all_exits)
 
-            for key, res in zip(keys, per_utt):
-                if all_exits:
-                    for k, results in res.items():
-                        confs = results[0].confidences if results else {}
-                        _write_nbest(writer[f"exit{k}"], key, results, nbest, k, confs)
-                else:
-                    results, k = res
-                    confs = results[0].confidences if results else {}
-                    _write_nbest(writer, key, results, nbest, k, confs)
-
+    audio = totals.audio if fs else None
     extra = dict(
-        n_utt=n_utt,
+        n_utt=totals.n_utt,
         policy=exit_policy,
         threshold=exit_threshold,
         frame_stride=exit_policy_frame_stride,
     )
-    _write_timing(out / "timing.json", wall, audio if fs else None, **extra)
+    _write_timing(out / "timing.json", totals.wall, audio, **extra)
     if all_exits:
-        for k, seconds in sorted(exit_seconds.items()):
+        for k, seconds in sorted(totals.exit_seconds.items()):
             _write_timing(
                 out / f"exit{k}" / "timing.json",
                 seconds,
-                audio if fs else None,
-                n_utt=n_utt,
+                audio,
+                n_utt=totals.n_utt,
                 estimated_from_all_exits_pass=True,
             )
+
+
+def _policy_refs(
+    exit_policy: str,
+    exit_threshold: Optional[float],
+    exit_layer: Optional[int],
+    ref_text: Optional[str],
+    all_exits: bool,
+) -> Optional[Dict[str, str]]:
+    """Check the early-exit options together; the references where the policy reads them."""
+    policy_cls = POLICIES[exit_policy]
+    if all_exits and exit_layer is not None:
+        raise ValueError("--exit_layer and --all_exits true exclude each other")
+    if not all_exits and policy_cls.dynamic and not policy_cls.needs_reference:
+        if exit_threshold is None:
+            raise ValueError(f"--exit_policy {exit_policy} needs --exit_threshold")
+    if not policy_cls.needs_reference:
+        return None
+    if ref_text is None:
+        raise ValueError(f"--exit_policy {exit_policy} needs --ref_text")
+    return read_table(ref_text, duplicates="last")
+
+
+def check_sample_rates(
+    data_path_and_name_and_type: Sequence[Tuple[str, str, str]],
+    key_file: Optional[str],
+    fs: Optional[int],
+) -> None:
+    """Stop before decoding if a speech file (type ``sound``) is not sampled at ``fs`` Hz.
+
+    Only the utterances of ``key_file`` are checked where it is given; nothing is checked
+    for a model that reads features (``fs`` None). Reads the files' headers only.
+    """
+    if not fs:
+        return
+    keys = None if key_file is None else set(read_table(key_file, duplicates="last"))
+    for path, name, data_type in data_path_and_name_and_type:
+        if name != "speech" or data_type != "sound":
+            continue
+        for key, audio_file in read_table(path, duplicates="last").items():
+            if (keys is not None and key not in keys) or audio_file == "None":
+                continue
+            rate = soundfile.info(audio_file).samplerate
+            if rate != fs:
+                raise ValueError(
+                    f"{audio_file} (utterance {key} of {path}) is sampled at {rate} Hz but "
+                    f"the model expects {fs} Hz audio; resample it first"
+                )
+
+
+@dataclass
+class _Totals:
+    wall: float = 0.0  # decoding seconds
+    audio: float = 0.0  # seconds of audio (where the model's rate is known)
+    n_utt: int = 0
+    exit_seconds: Dict[int, float] = field(default_factory=dict)  # --all_exits: per exit
+
+
+def _decode_loader(
+    speech2text: EarlyExitSpeech2Text,
+    loader,
+    writer: DatadirWriter,
+    refs: Optional[Dict[str, str]],
+    ref_text: Optional[str],
+    all_exits: bool,
+) -> _Totals:
+    """Decode every batch of ``loader`` and write its results; the time and audio totals."""
+    totals = _Totals()
+    nbest = speech2text.nbest
+    fs = speech2text.model_fs
+    for keys, batch in loader:
+        assert isinstance(batch, dict), type(batch)
+        assert all(isinstance(s, str) for s in keys), keys
+        speech = batch["speech"]
+        lengths = batch.get("speech_lengths")
+        if lengths is None:
+            lengths = [speech.size(1)] * speech.size(0)
+        waves = [speech[b, : int(n)] for b, n in enumerate(lengths)]
+        utt_refs = None
+        if refs is not None:
+            missing = [k for k in keys if k not in refs]
+            if missing:
+                raise ValueError(f"--ref_text {ref_text} has no reference for {missing}")
+            utt_refs = [refs[k] for k in keys]
+        totals.n_utt += len(keys)
+        if fs:
+            totals.audio += sum(int(n) for n in lengths) / fs
+        t0 = time.perf_counter()
+        if all_exits:
+            per_utt = _decode_all(speech2text, waves, utt_refs, keys, totals.exit_seconds)
+        else:
+            per_utt = _decode(speech2text, waves, utt_refs, keys)
+        totals.wall += time.perf_counter() - t0
+
+        for key, res in zip(keys, per_utt):
+            if all_exits:
+                for k, results in res.items():
+                    confs = results[0].confidences if results else {}
+                    _write_nbest(writer[f"exit{k}"], key, results, nbest, k, confs)
+            else:
+                results, k = res
+                confs = results[0].confidences if results else {}
+                _write_nbest(writer, key, results, nbest, k, confs)
+    return totals
 
 
 def _placeholder(speech2text: EarlyExitSpeech2Text, k: int) -> List[EarlyExitResult]:
@@ -307,36 +360,52 @@ def _fallback_exit(speech2text: EarlyExitSpeech2Text) -> int:
     return speech2text.exit_layer or speech2text.exit_layers[0]
 
 
-def _decode(speech2text, waves, refs, keys):
-    """[(results, exit), ...] per utterance; too-short utterances get ESPnet's placeholder."""
+def _retrying(
+    decode: Callable[[List[Any], Optional[List[Optional[str]]]], List[Any]],
+    placeholder: Callable[[], Any],
+    waves: List[Any],
+    refs: Optional[List[Optional[str]]],
+    keys: List[str],
+) -> List[Any]:
+    """``decode(waves, refs)``, one result per utterance; a batch with a too-short utterance
+    is retried one utterance at a time, and a too-short one alone gets ``placeholder()``."""
     try:
-        batch = speech2text.decode_batch(waves, refs=refs)
-        return [(r, r[0].exit_layer if r else _fallback_exit(speech2text)) for r in batch]
+        return decode(waves, refs)
     except TooShortUttError as e:
         if len(waves) == 1:
             logging.warning(f"Utterance {keys} {e}")
-            k = _fallback_exit(speech2text)
-            return [(_placeholder(speech2text, k), k)]
+            return [placeholder()]
         logging.warning(f"Utterances {keys} {e}; retrying them one at a time")
         return [
-            _decode(speech2text, [w], None if refs is None else [r], [key])[0]
+            _retrying(decode, placeholder, [w], None if refs is None else [r], [key])[0]
             for w, r, key in zip(waves, refs or [None] * len(waves), keys)
         ]
+
+
+def _decode(speech2text, waves, refs, keys):
+    """[(results, exit), ...] per utterance; too-short utterances get ESPnet's placeholder."""
+
+    def decode(waves, refs):
+        batch = speech2text.decode_batch(waves, refs=refs)
+        return [(r, r[0].exit_layer if r else _fallback_exit(speech2text)) for r in batch]
+
+    def placeholder():
+        k = _fallback_exit(speech2text)
+        return (_placeholder(speech2text, k), k)
+
+    return _retrying(decode, placeholder, waves, refs, keys)
 
 
 def _decode_all(speech2text, waves, refs, keys, exit_seconds):
     """[{exit: results}, ...] per utterance."""
-    try:
+
+    def decode(waves, refs):
         return speech2text.decode_all_exits_batch(waves, refs=refs, timings=exit_seconds)
-    except TooShortUttError as e:
-        if len(waves) == 1:
-            logging.warning(f"Utterance {keys} {e}")
-            return [{k: _placeholder(speech2text, k) for k in speech2text.exit_layers}]
-        logging.warning(f"Utterances {keys} {e}; retrying them one at a time")
-        return [
-            _decode_all(speech2text, [w], None if refs is None else [r], [key], exit_seconds)[0]
-            for w, r, key in zip(waves, refs or [None] * len(waves), keys)
-        ]
+
+    def placeholder():
+        return {k: _placeholder(speech2text, k) for k in speech2text.exit_layers}
+
+    return _retrying(decode, placeholder, waves, refs, keys)
 
 
 def main(cmd=None):

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from espnet_early_exit.scoring import make_results, select_threshold
+from espnet_early_exit.results import make_results
+from espnet_early_exit.selection import select_threshold
 from espnet_early_exit.bin._cli import add_log_level, setup_logging
 
 

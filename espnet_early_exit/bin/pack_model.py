@@ -12,7 +12,7 @@ Run it from the recipe dir (where data/ and exp/ are), as ESPnet's asr.sh runs
 `python -m espnet2.bin.pack asr`: files below it keep their relative names in the zip.
 The config's dir contributes RESULTS.md, wer_vs_exit.png, wer_vs_compute.png, exit_costs.json
 and selected_thresholds.json when present (--exp_extras false: only --option files).
-See espnet_early_exit/zoo.py and docs/model_zoo.md.
+See espnet_early_exit/zoo/ and docs/model_zoo.md.
 """
 
 import argparse

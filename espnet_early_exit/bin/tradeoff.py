@@ -12,7 +12,8 @@ hypothesis is the one decoded at the chosen exit; an all-exits pass records both
 exit (``exit<k>/1best_recog/{text,confidence,...}``), so the policy's output at any threshold
 follows without decoding again (the same result as decoding with ``--exit_policy``; only the
 timing is not measured). The table lists, per threshold, the mean exit, the mean compute
-share (exit_costs.json) and the WER against ``--ref_text``; the fixed exits are listed too.
+share (exit_costs.json) and the WER against ``--ref_text`` (counted as stage 13 counts it:
+:func:`espnet_early_exit.scoring.score_utterances`); the fixed exits are listed too.
 ``--write_dir`` writes ``<policy>_th<threshold>/1best_recog/`` in the decoding CLI's format.
 """
 
@@ -23,21 +24,11 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from espnet_early_exit.policies import POLICIES
+from espnet_early_exit.fileio import read_table, write_table
+from espnet_early_exit.policies import POLICIES, first_accepted_exit
+from espnet_early_exit.scoring import score_utterances
 
 FILES = ("text", "token", "token_int", "score")
-
-
-def read_kaldi(path: Path) -> Dict[str, str]:
-    out = {}
-    if not path.is_file():
-        return out
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        parts = line.split(" ", 1)
-        out[parts[0]] = parts[1] if len(parts) > 1 else ""
-    return out
 
 
 def parse_confidences(value: str) -> Dict[int, float]:
@@ -58,7 +49,10 @@ def load_all_exits(root: Path):
     if not exits:
         raise ValueError(f"{root}: no exit<k>/ dirs (decode with --all_exits true)")
     data = {
-        k: {f: read_kaldi(root / f"exit{k}" / "1best_recog" / f) for f in FILES + ("confidence",)}
+        k: {
+            f: read_table(root / f"exit{k}" / "1best_recog" / f, duplicates="last", missing_ok=True)
+            for f in FILES + ("confidence",)
+        }
         for k in exits
     }
     policy = None
@@ -69,22 +63,23 @@ def load_all_exits(root: Path):
 
 
 def choose(policy_name: str, threshold: float, exits: List[int], confs: Dict[int, float]):
-    policy = POLICIES[policy_name](threshold)
-    for i, k in enumerate(exits):
+    """(exit, {exit: confidence} evaluated) of the policy at ``threshold`` from recorded
+    confidences: the decoder's rule (:func:`policies.first_accepted_exit`)."""
+
+    def confidence_at(k: int) -> float:
         if k not in confs:
             raise ValueError(f"no confidence at exit {k}")
-        if policy.accept(confs[k], i == len(exits) - 1):
-            return k, {j: confs[j] for j in exits if j <= k}
+        return confs[k]
+
+    return first_accepted_exit(POLICIES[policy_name](threshold), exits, confidence_at)
 
 
 def wer(refs: Dict[str, str], hyps: Dict[str, str]) -> Optional[float]:
-    import editdistance
-
+    """WER (%) of ``hyps`` on the utterances of ``refs`` as stage 13 counts it (None: no refs)."""
     if not refs:
         return None
-    errors = sum(editdistance.eval(refs[u].split(), hyps.get(u, "").split()) for u in refs)
-    words = sum(len(r.split()) for r in refs.values())
-    return 100.0 * errors / max(words, 1)
+    res = score_utterances(refs, {u: hyps.get(u, "") for u in refs})
+    return 100.0 * res["err"] / max(res["n_ref"], 1)
 
 
 def main(cmd=None) -> None:
@@ -110,7 +105,7 @@ def main(cmd=None) -> None:
     last = exits[-1]
     utts = sorted(data[last]["confidence"])
     all_confs = {u: parse_confidences(data[last]["confidence"][u]) for u in utts}
-    refs = read_kaldi(args.ref_text) if args.ref_text else {}
+    refs = read_table(args.ref_text, duplicates="last", missing_ok=True) if args.ref_text else {}
     refs = {u: refs[u] for u in utts if u in refs}
     share = {}
     if args.exit_costs:
@@ -130,19 +125,14 @@ def main(cmd=None) -> None:
         rows.append((name, mean_exit, mean_share, wer(refs, hyps)))
         if args.write_dir:
             best = args.write_dir / name / "1best_recog"
-            best.mkdir(parents=True, exist_ok=True)
             for f in FILES:
-                lines = [
-                    f"{u} {data[k][f][u]}" for u, (k, _) in chosen.items() if u in data[k][f]
-                ]
-                (best / f).write_text("".join(x + "\n" for x in lines), encoding="utf-8")
-            (best / "exit").write_text("".join(f"{u} {k}\n" for u, (k, _) in chosen.items()))
-            (best / "confidence").write_text(
-                "".join(
-                    f"{u} " + " ".join(f"{j}:{c:.6g}" for j, c in cs.items()) + "\n"
-                    for u, (_, cs) in chosen.items()
-                )
-            )
+                write_table(best / f, {
+                    u: data[k][f][u] for u, (k, _) in chosen.items() if u in data[k][f]
+                })
+            write_table(best / "exit", {u: str(k) for u, (k, _) in chosen.items()})
+            write_table(best / "confidence", {
+                u: " ".join(f"{j}:{c:.6g}" for j, c in cs.items()) for u, (_, cs) in chosen.items()
+            })
 
     def fmt(x, spec):
         return "-" if x is None else format(x, spec)

@@ -23,14 +23,17 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import logging
 import os
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
 from typeguard import typechecked
 
 from espnet_early_exit.encoders.exits import EncoderState, MultiExitEncoder
+from espnet_early_exit.fileio import atomic_directory
 
 logger = logging.getLogger(__name__)
 
@@ -387,3 +390,73 @@ class EEHuggingFaceSSLEncoder(MultiExitEncoder):
         # the backbone's final norm is part of the frozen backbone; per-exit norms train
         with self._grad_context(frozen and uses_backbone_norm):
             return super().exit_output(state)
+
+
+# --------------------------------------------------------------------------------------
+# a tiny random backbone, for smoke tests and the mini_an4 grid's SSL rows
+# --------------------------------------------------------------------------------------
+# family -> (transformers config class, extra config arguments)
+TINY_SSL_FAMILIES = {
+    "wav2vec2": ("Wav2Vec2Config", {}),
+    "wavlm": ("WavLMConfig", {"num_buckets": 16, "max_bucket_distance": 32}),
+    "hubert": ("HubertConfig", {}),
+}
+
+
+def make_tiny_ssl(
+    out_dir,
+    family: str = "wav2vec2",
+    num_layers: int = 4,
+    hidden: int = 32,
+    heads: int = 2,
+    conv_dim: int = 16,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Path:
+    """Save a tiny RANDOM wav2vec2 / WavLM / HuBERT model (`save_pretrained`) into ``out_dir``.
+
+    The folder (config.json, the weights, preprocessor_config.json, tiny_ssl.json) loads through
+    `AutoModel.from_pretrained` like a hub checkpoint, so `ee_hf_ssl` configs can point
+    `model_name_or_path` at it and run offline. An existing folder with a config.json is left as
+    it is unless ``overwrite``. Returns the folder (a `Path`).
+    """
+    import transformers
+
+    if family not in TINY_SSL_FAMILIES:
+        raise ValueError(f"family {family!r}: one of {', '.join(TINY_SSL_FAMILIES)}")
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").is_file() and not overwrite:
+        return out_dir
+    if hidden % heads:
+        raise ValueError(f"hidden {hidden} is not a multiple of heads {heads}")
+    cls_name, extra = TINY_SSL_FAMILIES[family]
+    config = getattr(transformers, cls_name)(
+        hidden_size=hidden,
+        num_hidden_layers=num_layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+        # 3 conv layers with strides 5*8*8: a 320-sample (20 ms) hop like the base models
+        conv_dim=(conv_dim, conv_dim, conv_dim),
+        conv_stride=(5, 8, 8),
+        conv_kernel=(10, 8, 8),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        mask_time_prob=0.05,
+        mask_time_length=2,
+        layerdrop=0.0,
+        **extra,
+    )
+    torch.manual_seed(seed)
+    model = transformers.AutoModel.from_config(config)
+    with atomic_directory(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        transformers.Wav2Vec2FeatureExtractor(
+            feature_size=1, sampling_rate=16000, do_normalize=True, return_attention_mask=True
+        ).save_pretrained(tmp)
+        with open(tmp / "tiny_ssl.json", "w", encoding="utf-8") as f:
+            json.dump(
+                {"family": family, "num_layers": num_layers, "hidden": hidden, "heads": heads,
+                 "conv_dim": conv_dim, "seed": seed, "random_weights": True},
+                f, indent=2,
+            )
+    return out_dir

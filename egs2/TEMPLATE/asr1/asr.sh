@@ -41,7 +41,8 @@ train_cmd="${utils}/run_local.sh"   # job command for parallel jobs (Kaldi run.p
 cuda_cmd="${utils}/run_local.sh"    # job command for training (espnet2.bin.launch --cmd)
 decode_cmd="${utils}/run_local.sh"  # job command for decoding
 # Data preparation (stage 1)
-local_data_script=      # the corpus module, e.g. local/librispeech.py (run as: python SCRIPT --output_dir data OPTS)
+local_data_script=      # the corpus module, e.g. local/librispeech.py (run as: python SCRIPT --output_dir data OPTS,
+                        # with the folder above local/ on PYTHONPATH)
 local_data_opts=        # its options
 # Speed perturbation (stage 2)
 speed_perturb_factors=  # e.g. "0.9 1.0 1.1"; empty: no stage 2
@@ -306,9 +307,9 @@ fi
 
 config_get() {  # file key [default]
     if [ $# -ge 3 ]; then
-        "${python}" "${utils}/driver_utils.py" config_get --config "$1" --default "$3" "$2"
+        "${python}" -m espnet_early_exit.bin.stage config_get --config "$1" --default "$3" "$2"
     else
-        "${python}" "${utils}/driver_utils.py" config_get --config "$1" "$2"
+        "${python}" -m espnet_early_exit.bin.stage config_get --config "$1" "$2"
     fi
 }
 
@@ -360,8 +361,11 @@ if in_stage 1; then
         [ -n "${local_data_script}" ] || die "stage 1 needs --local_data_script (the corpus module in local/)"
         [ -f "${local_data_script}" ] || die "--local_data_script ${local_data_script} does not exist"
         log "Stage 1: data preparation with $(basename "${local_data_script}") -> data/ (missing: ${missing[*]})"
+        # the corpus modules import their package (from local.common import ...): its parent goes on PYTHONPATH
+        local_root="$(cd "$(dirname "${local_data_script}")/.." && pwd)"
         # shellcheck disable=SC2086
-        run_logged data/log/data_prep.log "${python}" "${local_data_script}" --output_dir data ${local_data_opts}
+        run_logged data/log/data_prep.log env PYTHONPATH="${local_root}${PYTHONPATH:+:${PYTHONPATH}}" \
+            "${python}" "${local_data_script}" --output_dir data ${local_data_opts}
         for dset in "${missing[@]}"; do
             [ -f "data/${dset}/.done" ] || die "stage 1 ran but data/${dset} was not made: is '${dset}' a set of this corpus?"
         done
@@ -377,7 +381,7 @@ if in_stage 2; then
     else
         log "Stage 2: speed perturbation (factors ${speed_perturb_factors}): data/${orig_train_set} -> data/${train_set}"
         # shellcheck disable=SC2086
-        run_logged "data/log/speed_perturb_${orig_train_set}.log" "${python}" "${utils}/driver_utils.py" speed_perturb \
+        run_logged "data/log/speed_perturb_${orig_train_set}.log" "${python}" -m espnet_early_exit.bin.stage speed_perturb \
             --data_dir "data/${orig_train_set}" --out_dir "data/${train_set}" \
             --audio_dir "${dumpdir}/speed_perturb/${orig_train_set}" --factors ${speed_perturb_factors} --nj "${nj}"
     fi
@@ -396,7 +400,7 @@ if in_stage 3; then
         dest=$(format_dest "${dset}")
         [ -f "data/${dset}/.done" ] || [ -f "data/${dset}/wav.scp" ] || die "data/${dset} does not exist: run stage 1 (and 2) first"
         log "Stage 3: format audio of data/${dset} -> ${dest} (${fs} Hz ${audio_format}, ${nj} jobs)"
-        run_logged "${data_feats}/log/format_${dset}.log" "${python}" -m espnet_early_exit.bin.format_audio \
+        run_logged "${data_feats}/log/format_${dset}.log" "${python}" -m espnet_early_exit.bin.stage format_audio \
             --data_dir "data/${dset}" --out_dir "${dest}" --fs "${fs}" --audio_format "${audio_format}" \
             --nj "${nj}" --resample
     done
@@ -412,7 +416,7 @@ if in_stage 4; then
     for dset in "${todo[@]}"; do
         log "Stage 4: keep utterances of ${min_wav_duration}-${max_wav_duration} s: ${data_feats}/org/${dset} -> ${data_feats}/${dset}"
         [ -f "${data_feats}/org/${dset}/.done" ] || die "${data_feats}/org/${dset} does not exist: run stage 3 first"
-        run_logged "${data_feats}/log/filter_${dset}.log" "${python}" "${utils}/driver_utils.py" filter_dir \
+        run_logged "${data_feats}/log/filter_${dset}.log" "${python}" -m espnet_early_exit.bin.stage filter_dir \
             --in_dir "${data_feats}/org/${dset}" --out_dir "${data_feats}/${dset}" --fs "${fs}" \
             --min_wav_duration "${min_wav_duration}" --max_wav_duration "${max_wav_duration}"
     done
@@ -425,7 +429,7 @@ if in_stage 5; then
     elif [ "${token_type}" = bpe ]; then
         log "Stage 5: sentencepiece ${bpemode} model with ${nbpe} pieces from ${bpe_train_text} -> ${token_list}"
         [ -f "${bpe_train_text}" ] || die "${bpe_train_text} does not exist: run stages 1-4 first"
-        run_logged "${token_listdir}/log/bpe.log" "${python}" "${utils}/driver_utils.py" bpe_token_list \
+        run_logged "${token_listdir}/log/bpe.log" "${python}" -m espnet_early_exit.bin.stage bpe_token_list \
             --text "${bpe_train_text}" --out_dir "${bpedir}" --nbpe "${nbpe}" --bpemode "${bpemode}" \
             --char_cover "${bpe_char_cover}" --input_sentence_size "${bpe_input_sentence_size}" \
             --nlsyms "${bpe_nlsyms}" --blank "${blank}" --oov "${oov}" --sos_eos "${sos_eos}"
@@ -468,8 +472,8 @@ if in_stage 10; then
         rm -rf "${_tmp}"
         mkdir -p "${_logdir}"
         log "Stage 10: collect statistics of ${_train_dir} and ${_valid_dir} -> ${asr_stats_dir} (${_nj} jobs, logs: ${asr_stats_dir}/logdir/stats.*.log)"
-        "${python}" "${utils}/driver_utils.py" split_keys --key_file "${_train_dir}/wav.scp" --nj "${_nj}" --out_template "${_logdir}/train.JOB.scp"
-        "${python}" "${utils}/driver_utils.py" split_keys --key_file "${_valid_dir}/wav.scp" --nj "${_nj}" --out_template "${_logdir}/valid.JOB.scp"
+        "${python}" -m espnet_early_exit.bin.stage split_keys --key_file "${_train_dir}/wav.scp" --nj "${_nj}" --out_template "${_logdir}/train.JOB.scp"
+        "${python}" -m espnet_early_exit.bin.stage split_keys --key_file "${_valid_dir}/wav.scp" --nj "${_nj}" --out_template "${_logdir}/valid.JOB.scp"
         # shellcheck disable=SC2086
         ${train_cmd} JOB=1:"${_nj}" "${_logdir}/stats.JOB.log" \
             env OMP_NUM_THREADS=1 "${python}" -m espnet_early_exit.bin.asr_train --collect_stats true \
@@ -485,7 +489,7 @@ if in_stage 10; then
         for i in $(seq "${_nj}"); do _opts+=(--input_dir "${_logdir}/stats.${i}"); done
         run_logged "${_logdir}/aggregate.log" "${python}" -m espnet2.bin.aggregate_stats_dirs "${_opts[@]}" --output_dir "${_tmp}"
         for part in train valid; do
-            "${python}" "${utils}/driver_utils.py" text_shape --in_file "${_tmp}/${part}/text_shape" \
+            "${python}" -m espnet_early_exit.bin.stage text_shape --in_file "${_tmp}/${part}/text_shape" \
                 --out_file "${_tmp}/${part}/text_shape.${token_type}" --token_list "${token_list}"
         done
         touch "${_tmp}/.done"
@@ -609,7 +613,7 @@ decode_run() {  # dset run_name "outputs" options...
     _threads=$((nproc_ / _nj)); [ "${_threads}" -ge 1 ] || _threads=1
     rm -rf "${_logdir}"
     mkdir -p "${_logdir}"
-    "${python}" "${utils}/driver_utils.py" split_keys --key_file "${_data}/wav.scp" --nj "${_nj}" --out_template "${_logdir}/keys.JOB.scp"
+    "${python}" -m espnet_early_exit.bin.stage split_keys --key_file "${_data}/wav.scp" --nj "${_nj}" --out_template "${_logdir}/keys.JOB.scp"
     local _opts=()
     [ -n "${inference_config}" ] && _opts+=(--config "${inference_config}")
     log "Stage 12: decoding ${dset} (${run}, ${_nj} jobs; logs: ${_logdir}/asr_inference.*.log)"
@@ -625,7 +629,7 @@ decode_run() {  # dset run_name "outputs" options...
         for k in $(seq "${_nj}"); do
             if [ "${run}" = exits ]; then parts+=("${_logdir}/output.${k}/${out}"); else parts+=("${_logdir}/output.${k}"); fi
         done
-        "${python}" "${utils}/driver_utils.py" merge_decode --out_dir "${_dir}/${out}" "${parts[@]}" \
+        "${python}" -m espnet_early_exit.bin.stage merge_decode --out_dir "${_dir}/${out}" "${parts[@]}" \
             >>"${_logdir}/merge.log" 2>&1 || { tail -n 20 "${_logdir}/merge.log" >&2; die "merging ${_dir}/${out} failed"; }
     done
 }

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Connected digits made from the Free Spoken Digit Dataset (local/fsdd_digits.py): 3-7 digits of
 # one speaker per utterance, 16 kHz. Sets train/dev/test (5 speakers) and test_unseen_spk (the
-# sixth). Character tokens; an early-exit Conformer from scratch (conf/train_ee_conformer6_ctc.yaml:
-# 6 blocks of d 144, an exit after every block, CTC only; about 25-45 min for 5 epochs on a 2-core
-# CPU) decoded greedily at every exit and with the exit policies. study.sh runs the whole study
-# (EE vs ESPnet interCTC, policies, ...); results: docs/fsdd_study.md.
+# sixth). Character tokens; an early-exit Conformer from scratch (conf/train_asr.yaml ->
+# conf/tuning/train_ee_conformer6_ctc.yaml: 6 blocks of d 144, an exit after every block, CTC
+# only; about 25-45 min for 5 epochs on a 2-core CPU) decoded greedily at every exit
+# (conf/decode_asr.yaml -> ../../../conf/decode_ee_ctc_greedy.yaml) and with the exit policies.
+# The study's other models are in conf/tuning/. study.sh runs the whole study (EE vs ESPnet
+# interCTC, policies, ...); results: docs/fsdd_study.md.
 #
 #   ./run.sh                                  recordings from ../shared/data/fsdd/recordings (next to the checkout)
 #   ./run.sh --fsdd_dir DIR                   FSDD's recordings/ folder (<digit>_<speaker>_<index>.wav)
@@ -17,7 +19,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "${here}/../../.." && pwd)"
-# shellcheck disable=SC1091
+# shellcheck source-path=SCRIPTDIR/../../..
 . "${root}/egs2/TEMPLATE/asr1/scripts/recipe_lib.sh"
 
 fsdd_dir="${root}/../shared/data/fsdd/recordings"
@@ -39,7 +41,7 @@ while [ $# -gt 0 ]; do  # this recipe's own options; the rest goes to the driver
     esac
 done
 
-# shellcheck disable=SC1091
+# shellcheck source-path=SCRIPTDIR/../../..
 . "${root}/egs2/TEMPLATE/asr1/path.sh"
 
 exec "${root}/egs2/TEMPLATE/asr1/asr.sh" \
@@ -51,7 +53,7 @@ exec "${root}/egs2/TEMPLATE/asr1/asr.sh" \
     --valid_set dev \
     --test_sets "test test_unseen_spk" \
     --token_type char \
-    --asr_config "${here}/conf/train_ee_conformer6_ctc.yaml" \
-    --inference_config "${here}/conf/decode_ctc_greedy.yaml" \
+    --asr_config "${here}/conf/train_asr.yaml" \
+    --inference_config "${here}/conf/decode_asr.yaml" \
     --exit_policies "entropy:0.02,0.05,0.1,0.2 max_posterior:0.9,0.95,0.98,0.99 oracle" \
     "${args[@]+"${args[@]}"}"

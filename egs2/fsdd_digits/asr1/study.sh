@@ -6,21 +6,21 @@
 #
 # Parts (--parts, run in this order whatever order is given):
 #   prep      stages 1-5 and 10 of the recipe (data, dump, char tokens, statistics)
-#   ee        train the early-exit Conformer from scratch (conf/train_ee_conformer6_ctc.yaml:
+#   ee        train the early-exit Conformer from scratch (conf/tuning/train_ee_conformer6_ctc.yaml:
 #             6 blocks, d 144, an exit + own norm + own CTC head after every block)
 #   interctc  train ESPnet's stock conformer with interCTC after blocks 1-5 (one shared head,
-#             conf/train_interctc_conformer6_ctc.yaml), same data, schedule and epochs
+#             conf/tuning/train_interctc_conformer6_ctc.yaml), same data, schedule and epochs
 #   decode    greedy CTC at every exit of both models on dev, test and test_unseen_spk (interCTC:
 #             its weights loaded into an equivalent ee_conformer, exit_norm shared, one head;
 #             the equivalence with stock model.encode is checked on one utterance)
 #   policies  the EE model's exit policies on dev and test (--policies), for RESULTS.md and the
 #             budget table (threshold chosen on dev, reported on test)
 #   single    single-exit (no-EE) baselines, one model per depth in --single_depths
-#             (conf/train_single_conformer6_ctc.yaml with num_blocks and exit_layers set to N)
+#             (conf/tuning/train_single_conformer6_ctc.yaml with num_blocks and exit_layers set to N)
 #   ft        EE fine-tuned from the single-exit 6-block model (add_exits, then --init_param;
 #             --ft_epochs epochs)
 #   conv1d4   the EE model with the light conv1d4 front, and its exit policies on dev and test
-#   tables    <workdir>/study_results.md (or --out)
+#   tables    <workdir>/study_results.md (or --out), written by study_tables.py
 # Default parts: prep ee interctc decode policies tables (add "single ft conv1d4" for the rest).
 #
 # Options: --fsdd_dir DIR (FSDD recordings/), --workdir DIR (data/ dump/ exp/ go here; default
@@ -75,7 +75,7 @@ has() { [[ " ${parts} " == *" $1 "* ]]; }
 log() { echo "$(date -u +%FT%T) (study.sh) $*"; }
 recipe() { "${here}/run.sh" --fsdd_dir "${fsdd_dir}" --workdir "${workdir}" --num_train "${num_train}" \
     --num_dev "${num_eval}" --num_test "${num_eval}" --num_test_unseen "${num_eval}" \
-    --inference_config "${conf}/decode_ctc_greedy.yaml" "$@"; }
+    --inference_config "${conf}/decode_asr.yaml" "$@"; }
 timed() {  # name command...: run, append "name<TAB>seconds" to the times file
     local name=$1 s rc=0
     shift
@@ -97,24 +97,24 @@ decode() {  # exp test_sets exit_policies
 
 exp="${workdir}/exp"
 if has prep; then
-    timed prep recipe --stage 1 --stop_stage 10 --asr_config "${conf}/train_ee_conformer6_ctc.yaml"
+    timed prep recipe --stage 1 --stop_stage 10 --asr_config "${conf}/tuning/train_ee_conformer6_ctc.yaml"
 fi
 if has ee && has interctc && ${concurrent}; then
     s0=$(date +%s)
-    ( timed ee_concurrent_1thread train ee6 "${conf}/train_ee_conformer6_ctc.yaml" 1 ) &
+    ( timed ee_concurrent_1thread train ee6 "${conf}/tuning/train_ee_conformer6_ctc.yaml" 1 ) &
     p1=$!
-    ( timed interctc_concurrent_1thread train interctc6 "${conf}/train_interctc_conformer6_ctc.yaml" 1 ) &
+    ( timed interctc_concurrent_1thread train interctc6 "${conf}/tuning/train_interctc_conformer6_ctc.yaml" 1 ) &
     p2=$!
     wait "${p1}"
     wait "${p2}"
     printf '%s\t%s\n' "ee+interctc (concurrent, together)" "$(( $(date +%s) - s0 ))" >>"${times}"
 else
-    has ee && timed "ee_${threads}threads" train ee6 "${conf}/train_ee_conformer6_ctc.yaml" "${threads}"
-    has interctc && timed "interctc_${threads}threads" train interctc6 "${conf}/train_interctc_conformer6_ctc.yaml" "${threads}"
+    has ee && timed "ee_${threads}threads" train ee6 "${conf}/tuning/train_ee_conformer6_ctc.yaml" "${threads}"
+    has interctc && timed "interctc_${threads}threads" train interctc6 "${conf}/tuning/train_interctc_conformer6_ctc.yaml" "${threads}"
 fi
 if has decode; then
     timed decode_ee decode "${exp}/asr_ee6" "dev test test_unseen_spk" ""
-    [ -f "${exp}/asr_interctc6_as_ee/equivalence.json" ] || timed convert_interctc "${python}" -m espnet_early_exit.bin.study_table interctc_to_ee \
+    [ -f "${exp}/asr_interctc6_as_ee/equivalence.json" ] || timed convert_interctc "${python}" -m espnet_early_exit.bin.interctc_to_ee \
         --src_exp "${exp}/asr_interctc6" --out_exp "${exp}/asr_interctc6_as_ee" \
         --verify_wav_scp "${workdir}/dump/raw/test/wav.scp"
     timed decode_interctc decode "${exp}/asr_interctc6_as_ee" "dev test test_unseen_spk" ""
@@ -126,7 +126,7 @@ if has single; then
     for n in ${single_depths}; do
         _extra=""
         [ "${n}" = 6 ] || _extra="--encoder_conf num_blocks=${n} --encoder_conf exit_layers=[${n}]"
-        timed "single${n}_${threads}threads" train "single${n}" "${conf}/train_single_conformer6_ctc.yaml" \
+        timed "single${n}_${threads}threads" train "single${n}" "${conf}/tuning/train_single_conformer6_ctc.yaml" \
             "${threads}" "${_extra}"
         timed "decode_single${n}" decode "${exp}/asr_single${n}" "test test_unseen_spk" ""
     done
@@ -140,12 +140,12 @@ if has ft; then
     timed decode_ee_ft decode "${exp}/asr_ee6_ft" "dev test test_unseen_spk" ""
 fi
 if has conv1d4; then
-    timed "ee_conv1d4_${threads}threads" train ee6_conv1d4 "${conf}/train_ee_conformer6_ctc_conv1d4.yaml" "${threads}"
+    timed "ee_conv1d4_${threads}threads" train ee6_conv1d4 "${conf}/tuning/train_ee_conformer6_ctc_conv1d4.yaml" "${threads}"
     timed decode_ee_conv1d4 decode "${exp}/asr_ee6_conv1d4" "dev test test_unseen_spk" ""
     timed policies_conv1d4 decode "${exp}/asr_ee6_conv1d4" "dev test" "${policies}"
 fi
 if has tables; then
-    "${python}" -m espnet_early_exit.bin.study_table tables --out "${out}" --times "${times}" \
+    "${python}" "${here}/study_tables.py" --out "${out}" --times "${times}" \
         --test_sets test test_unseen_spk dev \
         --model "EE from scratch (per-exit norm+head)=${exp}/asr_ee6" \
         --model "ESPnet interCTC (shared norm+head)=${exp}/asr_interctc6_as_ee" \

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # LibriSpeech-100: ESPnet's egs2/librispeech_100/asr1 recipe with the early-exit Conformer
-# (conf/train_asr.yaml -> conf/tuning/train_ee_conformer_ls100.yaml: exits after blocks 2, 4, ..., 12).
+# (conf/train_asr.yaml -> ../../../conf/tuning/train_ee_conformer_ls100.yaml: exits after blocks
+# 2, 4, ..., 12; decoding: conf/decode_asr.yaml, ESPnet's without an LM).
 # Train on train_clean_100 (speed perturbed x0.9/1.0/1.1), validate on dev (= dev_clean + dev_other),
 # decode test_clean test_other dev_clean dev_other at every exit and with the exit policies.
 #
@@ -13,12 +14,13 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "${here}/../../.." && pwd)"
-# shellcheck disable=SC1091
+# shellcheck source-path=SCRIPTDIR/../../..
 . "${root}/egs2/TEMPLATE/asr1/scripts/recipe_lib.sh"
 
 train_set=train_clean_100
 valid_set=dev
 test_sets="test_clean test_other dev_clean dev_other"
+read -r -a test_set_list <<<"${test_sets}"
 
 # --download true|false is this recipe's own option; everything else goes to the driver
 download=false
@@ -39,13 +41,13 @@ if ${download}; then
     corpus=$(absolute "${corpus:-${workdir}/downloads}")
     data_opts="--download"
 elif stage1_pending "${workdir}" "$(recipe_option stage 1 "${args[@]+"${args[@]}"}")" \
-        "$(recipe_option stop_stage 13 "${args[@]+"${args[@]}"}")" "${train_set}" "${valid_set}" ${test_sets}; then
+        "$(recipe_option stop_stage 13 "${args[@]+"${args[@]}"}")" "${train_set}" "${valid_set}" "${test_set_list[@]}"; then
     require_corpus LIBRISPEECH "${corpus}" LibriSpeech \
         "\$LIBRISPEECH/LibriSpeech/{train-clean-100,dev-clean,dev-other,test-clean,test-other}/<spk>/<chapter>/<spk>-<chapter>-<nnnn>.flac and <spk>-<chapter>.trans.txt (from https://www.openslr.org/12, or run with --download true)"
 fi
 [ -z "${corpus}" ] || corpus=$(absolute "${corpus}")
 
-# shellcheck disable=SC1091
+# shellcheck source-path=SCRIPTDIR/../../..
 . "${root}/egs2/TEMPLATE/asr1/path.sh"
 
 exec "${root}/egs2/TEMPLATE/asr1/asr.sh" \

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # TED-LIUM release 3 (legacy distribution): ESPnet's egs2/tedlium3/asr1 recipe with the
-# early-exit Conformer. conf/train_asr.yaml -> conf/tuning/train_ee_conformer_ls100.yaml: the
-# same Conformer as ESPnet's TED-LIUM 3 one (12 blocks, d 256, 6-block decoder) with exits after
-# blocks 2, 4, ..., 12 (training schedule of the LibriSpeech-100 recipe). BPE 500 with "[unk]" as a
-# user-defined symbol, speed perturbation x0.9/1.0/1.1, decoding of test and dev.
-# Decoding (conf/decode_asr.yaml -> conf/decode_ee_att.yaml): joint CTC/attention beam search
-# (beam 10, CTC weight 0.3) where an exit has a decoder, CTC prefix beam search elsewhere; no LM
+# early-exit Conformer. conf/train_asr.yaml -> ../../../conf/tuning/train_ee_conformer_ls100.yaml:
+# the same Conformer as ESPnet's TED-LIUM 3 one (12 blocks, d 256, 6-block decoder) with exits
+# after blocks 2, 4, ..., 12 (training schedule of the LibriSpeech-100 recipe). BPE 500 with
+# "[unk]" as a user-defined symbol, speed perturbation x0.9/1.0/1.1, decoding of test and dev.
+# Decoding (conf/decode_asr.yaml -> ../../../conf/decode_ee_att.yaml): joint CTC/attention beam
+# search (beam 10, CTC weight 0.3) where an exit has a decoder, CTC prefix beam search elsewhere; no LM
 # (ESPnet's recipe decodes with beam 40 and a Transformer LM, which this project does not train).
 #
 #   TEDLIUM3=/data/corpora ./run.sh          the folder holding TEDLIUM_release-3/legacy/{train,dev,test}
@@ -15,23 +15,24 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "${here}/../../.." && pwd)"
-# shellcheck disable=SC1091
+# shellcheck source-path=SCRIPTDIR/../../..
 . "${root}/egs2/TEMPLATE/asr1/scripts/recipe_lib.sh"
 
 train_set=train
 valid_set=dev
 test_sets="test dev"
+read -r -a test_set_list <<<"${test_sets}"
 
 workdir=$(recipe_option workdir "${here}" "$@")
 corpus=${TEDLIUM3:-}
 if stage1_pending "${workdir}" "$(recipe_option stage 1 "$@")" "$(recipe_option stop_stage 13 "$@")" \
-        "${train_set}" "${valid_set}" ${test_sets}; then
+        "${train_set}" "${valid_set}" "${test_set_list[@]}"; then
     require_corpus TEDLIUM3 "${corpus}" TEDLIUM_release-3 \
         "\$TEDLIUM3/TEDLIUM_release-3/legacy/{train,dev,test}/{sph/<talk>.sph,stm/<talk>.stm} (from https://www.openslr.org/51)"
 fi
 [ -z "${corpus}" ] || corpus=$(absolute "${corpus}")
 
-# shellcheck disable=SC1091
+# shellcheck source-path=SCRIPTDIR/../../..
 . "${root}/egs2/TEMPLATE/asr1/path.sh"
 
 exec "${root}/egs2/TEMPLATE/asr1/asr.sh" \

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers for the corpus recipes (egs2/<corpus>/asr1/run.sh); source it.
 
 # recipe_option NAME DEFAULT ARGS... -> the value of --NAME (or --NAME=VALUE) in ARGS, the last
@@ -50,4 +51,24 @@ absolute() {
         /*) echo "$1" ;;
         *) echo "${PWD}/$1" ;;
     esac
+}
+
+# recipe_corpus VARIABLE VALUE SUBDIR LAYOUT DOWNLOAD WORKDIR "SET ..." ARGS... -> the corpus
+# folder, absolute (empty when none is given and none is needed). DOWNLOAD true: VALUE, or
+# <workdir>/downloads when VALUE is empty (the corpus module downloads into it). Otherwise, when
+# stage 1 will run for one of the SETs (stage1_pending; ARGS are the driver's options, read for
+# --workdir (default WORKDIR), --stage and --stop_stage), VALUE/SUBDIR must exist
+# (require_corpus). Use as corpus=$(recipe_corpus ...): a missing corpus stops the recipe.
+recipe_corpus() {
+    local variable=$1 value=$2 subdir=$3 layout=$4 download=$5 workdir=$6 set_list
+    read -r -a set_list <<<"$7"
+    shift 7
+    workdir=$(recipe_option workdir "${workdir}" "$@")
+    if [ "${download}" = true ]; then
+        value=${value:-${workdir}/downloads}
+    elif stage1_pending "${workdir}" "$(recipe_option stage 1 "$@")" "$(recipe_option stop_stage 15 "$@")" \
+            "${set_list[@]}"; then
+        require_corpus "${variable}" "${value}" "${subdir}" "${layout}"
+    fi
+    [ -z "${value}" ] || absolute "${value}"
 }

@@ -1,6 +1,6 @@
 """Stage 3 ("format"): cut and convert a Kaldi data dir's audio into 16-bit files under ``dump/``.
 
-    python -m espnet_early_exit.bin.format_audio --data_dir data/test --out_dir dump/raw/test \
+    python -m espnet_early_exit.bin.stage format_audio --data_dir data/test --out_dir dump/raw/test \
         [--fs 16000] [--audio_format flac] [--nj 4] [--resample] [--skip_bad] [--force]
 
 Reads ``wav.scp`` (plain file paths, no pipes) and, when present, ``segments``
@@ -32,35 +32,35 @@ redoes it; different inputs without ``--force`` are an error).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import logging
 import shutil
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from multiprocessing.pool import ThreadPool
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import soundfile
-from tqdm import tqdm
 
-from espnet_early_exit.bin._cli import setup_logging
-from espnet_early_exit.fileio import atomic_directory
+from espnet_early_exit.fileio import atomic_directory, format_table, read_table, spk2utt
+from espnet_early_exit.stages.markers import (
+    DONE_MARKER,
+    pool_map,
+    progress,
+    read_done_marker,
+    write_done_marker,
+)
 
-logger = logging.getLogger("espnet_early_exit.bin.format_audio")
+logger = logging.getLogger(__name__)
 
-DONE_MARKER = ".done"
 MAX_OVERSHOOT_S = 0.5
 MAX_LOGGED = 10
 COPIED_AS_IS = ("stm", "glm", "reco2file_and_channel")
 
 
-class AudioFormatError(RuntimeError):
-    """The data dir or one of its audio files cannot be formatted as asked."""
+class AudioFormatError(ValueError):
+    """The data dir or one of its audio files cannot be formatted as asked (the CLI logs it, exit 1)."""
 
 
 @dataclass(frozen=True)
@@ -82,23 +82,14 @@ class Outcome:
     skipped: str | None = None  # kind of a defined skip (empty segment)
 
 
-def read_table(path: Path) -> dict[str, str]:
-    """``<id> <value>`` lines -> dict (in file order)."""
-    table: dict[str, str] = {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            key, _, value = line.rstrip("\n").partition(" ")
-            if not key:
-                continue
-            if key in table:
-                raise AudioFormatError(f"{path}:{lineno}: duplicate id {key!r}")
-            table[key] = value
-    return table
+def read_data_table(path: Path) -> dict[str, str]:
+    """A table of the data dir (a repeated id is an error naming the file and line)."""
+    return read_table(path, error=AudioFormatError)
 
 
 def read_jobs(data_dir: Path) -> list[Job]:
     """The utterances of ``data_dir`` as :class:`Job`s (sorted by utterance id)."""
-    wav_scp = read_table(data_dir / "wav.scp")
+    wav_scp = read_data_table(data_dir / "wav.scp")
     for key, value in wav_scp.items():
         if not value.strip() or value.rstrip().endswith("|") or " " in value.strip():
             raise AudioFormatError(
@@ -106,7 +97,7 @@ def read_jobs(data_dir: Path) -> list[Job]:
             )
     jobs = []
     if (data_dir / "segments").is_file():
-        for utt_id, value in read_table(data_dir / "segments").items():
+        for utt_id, value in read_data_table(data_dir / "segments").items():
             fields = value.split()
             if len(fields) != 3:
                 raise AudioFormatError(f"{data_dir / 'segments'}: bad line for {utt_id!r}: {value!r}")
@@ -195,8 +186,71 @@ def input_digest(data_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def kaldi_lines(pairs: Iterable[tuple[str, str]]) -> str:
-    return "".join(f"{k} {v}\n" for k, v in sorted(pairs))
+class _Warnings:
+    """Counts warnings by kind and logs the first ``MAX_LOGGED`` of each."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def __call__(self, kind: str, message: str) -> None:
+        self.counts[kind] += 1
+        if self.counts[kind] <= MAX_LOGGED:
+            logger.warning("%s", message)
+
+
+def check_done(out_dir: Path, params: dict[str, Any], force: bool) -> dict[str, int] | None:
+    """The counts of a complete earlier run with the same ``params``; ``None`` when it must be done."""
+    done = None if force else read_done_marker(out_dir)
+    if done is None:
+        return None
+    if done.get("params") != params:
+        raise AudioFormatError(
+            f"{out_dir} was made from other inputs or options ({done.get('params')}); rerun with --force"
+        )
+    logger.info("%s is complete (%s exists); skipping (use --force to redo)", out_dir, DONE_MARKER)
+    return dict(done.get("counts", {}))
+
+
+def run_jobs(jobs: list[Job], out_data_dir: Path, options: dict[str, Any], warn: _Warnings,
+             desc: str) -> dict[str, int]:
+    """Format every job into ``out_data_dir``; returns ``{utt: number of samples}`` of those written."""
+    tasks = [(job, str(out_data_dir), options["fs"], options["resample"], options["audio_format"])
+             for job in jobs]
+    num_samples: dict[str, int] = {}
+    # Threads, not processes: decoding/encoding happens in libsndfile/soxr/numpy, which release
+    # the GIL (2 threads ~ 2x here), and no worker has to fork a threaded process or re-import ESPnet.
+    with pool_map(_format_star, tasks, options["nj"], threads=True) as outcomes:
+        for outcome in progress(outcomes, len(tasks), desc, mininterval=1.0):
+            for kind, message in outcome.warnings:
+                warn(kind, message)
+            if outcome.error is not None:
+                if not options["skip_bad"]:
+                    raise AudioFormatError(outcome.error)
+                warn("bad_audio", outcome.error + "; skipped (--skip_bad)")
+            elif outcome.skipped is None:
+                num_samples[outcome.utt_id] = outcome.num_samples
+    return num_samples
+
+
+def write_outputs(tmp: Path, out_dir: Path, data_dir: Path, num_samples: dict[str, int],
+                  tables: dict[str, dict[str, str]], audio_format: str) -> None:
+    """The Kaldi files of the formatted dir (paths point at ``out_dir``, its final place)."""
+    written = sorted(num_samples)
+    utt2spk = {u: tables["utt2spk"][u] for u in written}
+    files = {
+        "wav.scp": format_table((u, str(out_dir / "data" / f"{u}.{audio_format}")) for u in written),
+        "utt2num_samples": format_table((u, str(num_samples[u])) for u in written),
+        "text": format_table((u, tables["text"][u]) for u in written),
+        "utt2spk": format_table(utt2spk),
+        "spk2utt": format_table((s, " ".join(us)) for s, us in spk2utt(utt2spk).items()),
+        "feats_type": "raw\n",
+        "audio_format": f"{audio_format}\n",
+    }
+    for name, content in files.items():
+        (tmp / name).write_text(content, encoding="utf-8")
+    for name in COPIED_AS_IS:
+        if (data_dir / name).is_file():
+            shutil.copyfile(data_dir / name, tmp / name)
 
 
 def format_data_dir(
@@ -218,119 +272,31 @@ def format_data_dir(
             raise AudioFormatError(f"{data_dir / name} does not exist (is {data_dir} a Kaldi data dir?)")
     params = {"data_dir": str(data_dir.resolve()), "fs": fs, "audio_format": audio_format,
               "resample": resample, "skip_bad": skip_bad, "inputs_sha256": input_digest(data_dir)}
-    marker = out_dir / DONE_MARKER
-    if marker.is_file() and not force:
-        done = json.loads(marker.read_text(encoding="utf-8"))
-        if done.get("params") != params:
-            raise AudioFormatError(
-                f"{out_dir} was made from other inputs or options ({done.get('params')}); rerun with --force"
-            )
-        logger.info("%s is complete (%s exists); skipping (use --force to redo)", out_dir, DONE_MARKER)
-        return dict(done.get("counts", {}))
+    done = check_done(out_dir, params, force)
+    if done is not None:
+        return done
 
-    text = read_table(data_dir / "text")
-    utt2spk = read_table(data_dir / "utt2spk")
-    counts: Counter[str] = Counter()
-    logged: Counter[str] = Counter()
-
-    def warn(kind: str, message: str) -> None:
-        counts[kind] += 1
-        logged[kind] += 1
-        if logged[kind] <= MAX_LOGGED:
-            logger.warning("%s", message)
-
+    tables = {name: read_data_table(data_dir / name) for name in ("text", "utt2spk")}
+    warn = _Warnings()
     jobs = []
     for job in read_jobs(data_dir):
-        if job.utt_id not in text or job.utt_id not in utt2spk:
+        if job.utt_id not in tables["text"] or job.utt_id not in tables["utt2spk"]:
             warn("no_text", f"{job.utt_id}: no line in text/utt2spk; skipped")
         else:
             jobs.append(job)
 
-    num_samples: dict[str, int] = {}
+    options = {"fs": fs, "resample": resample, "audio_format": audio_format, "nj": nj, "skip_bad": skip_bad}
+    counts = warn.counts
     with atomic_directory(out_dir) as tmp:
         (tmp / "data").mkdir()
-        tasks = [(job, str(tmp / "data"), fs, resample, audio_format) for job in jobs]
-        # Threads, not processes: decoding/encoding happens in libsndfile/soxr/numpy, which release
-        # the GIL (2 threads ~ 2x here), and no worker has to fork a threaded process or re-import ESPnet.
-        pool = ThreadPool(nj) if nj > 1 and len(jobs) > 1 else None
-        try:
-            outcomes = pool.imap(_format_star, tasks, chunksize=8) if pool else map(_format_star, tasks)
-            for outcome in tqdm(outcomes, total=len(tasks), desc=f"format {data_dir.name}", unit="utt",
-                                mininterval=1.0):
-                for kind, message in outcome.warnings:
-                    warn(kind, message)
-                if outcome.error is not None:
-                    if not skip_bad:
-                        raise AudioFormatError(outcome.error)
-                    warn("bad_audio", outcome.error + "; skipped (--skip_bad)")
-                elif outcome.skipped is None:
-                    num_samples[outcome.utt_id] = outcome.num_samples
-        finally:
-            if pool is not None:
-                pool.terminate()
-                pool.join()
+        num_samples = run_jobs(jobs, tmp / "data", options, warn, f"format {data_dir.name}")
         if not num_samples:
             raise AudioFormatError(f"no utterance of {data_dir} could be written")
-
-        written = sorted(num_samples)
-        ext = audio_format
-        files = {
-            "wav.scp": kaldi_lines((u, str(out_dir / "data" / f"{u}.{ext}")) for u in written),
-            "utt2num_samples": kaldi_lines((u, str(num_samples[u])) for u in written),
-            "text": kaldi_lines((u, text[u]) for u in written),
-            "utt2spk": kaldi_lines((u, utt2spk[u]) for u in written),
-            "feats_type": "raw\n",
-            "audio_format": f"{audio_format}\n",
-        }
-        spk2utt: dict[str, list[str]] = {}
-        for u in written:
-            spk2utt.setdefault(utt2spk[u], []).append(u)
-        files["spk2utt"] = kaldi_lines((s, " ".join(us)) for s, us in spk2utt.items())
-        for name, content in files.items():
-            (tmp / name).write_text(content, encoding="utf-8")
-        for name in COPIED_AS_IS:
-            if (data_dir / name).is_file():
-                shutil.copyfile(data_dir / name, tmp / name)
-        counts["written"] = len(written)
-        (tmp / DONE_MARKER).write_text(
-            json.dumps({"params": params, "counts": dict(sorted(counts.items()))}, indent=1) + "\n",
-            encoding="utf-8",
-        )
+        write_outputs(tmp, out_dir, data_dir, num_samples, tables, audio_format)
+        counts["written"] = len(num_samples)
+        write_done_marker(tmp, {"params": params, "counts": dict(sorted(counts.items()))})
     skipped = {k: v for k, v in counts.items() if k != "written"}
     if skipped:
         logger.warning("%s: skipped %s", data_dir, ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())))
-    logger.info("wrote %s (%d utterances)", out_dir, len(written))
+    logger.info("wrote %s (%d utterances)", out_dir, len(num_samples))
     return dict(sorted(counts.items()))
-
-
-def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Cut and convert a Kaldi data dir's audio to 16-bit files (stage 3, format).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--data_dir", type=Path, required=True, help="Kaldi data dir (wav.scp, text, ...)")
-    parser.add_argument("--out_dir", type=Path, required=True, help="output dir, e.g. dump/raw/<set>")
-    parser.add_argument("--fs", type=int, default=16000, help="expected (or, with --resample, target) rate")
-    parser.add_argument("--audio_format", default="flac", choices=("flac", "wav"))
-    parser.add_argument("--nj", type=int, default=1, help="parallel workers (threads)")
-    parser.add_argument("--resample", action="store_true", help="resample audio whose rate is not --fs")
-    parser.add_argument("--skip_bad", action="store_true",
-                        help="skip unreadable audio with a warning instead of failing")
-    parser.add_argument("--force", action="store_true", help="redo a complete out_dir")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
-    setup_logging("INFO")
-    try:
-        format_data_dir(args.data_dir, args.out_dir, args.fs, args.audio_format, args.nj,
-                        args.resample, args.skip_bad, args.force)
-    except AudioFormatError as e:
-        logger.error("%s", e)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
