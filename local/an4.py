@@ -125,7 +125,10 @@ def download_an4(target_dir: Path, url: str = AN4_URL) -> Path:
             return target_dir
         except CorpusError:
             pass
-    download_file(url, archive)
+    try:
+        download_file(url, archive)
+    except OSError as e:  # urllib's URLError/HTTPError, an incomplete download
+        raise CorpusError(f"could not download AN4 from {url}: {e}. {WHERE_TO_GET}") from e
     logger.info("unpacking %s into %s", archive, target_dir)
     safe_extract(archive, target_dir)
     if not corpus.is_dir():

@@ -170,6 +170,9 @@ def test_download_from_local_tarball(tmp_path: Path) -> None:
     assert an4.download_an4(target, archive.as_uri()) == target
     assert cut.is_file() and (target / an4.COMPLETED).is_file()
     assert an4.download_an4(target, archive.as_uri()) == target
+    # a failed download is one error naming the URL
+    with pytest.raises(CorpusError, match="could not download AN4 from file:"):
+        an4.download_an4(tmp_path / "elsewhere", archive.as_uri())
     # an AN4 already in place is not downloaded again either
     assert an4.download_an4(source, archive.as_uri()) == source
     assert not (source / an4.ARCHIVE_NAME).exists()
