@@ -1,13 +1,22 @@
 #!/usr/bin/env python3
-"""Early-exit inference benchmark (a script, not a test): prints one table.
+"""Early-exit inference benchmark (a script, not a test): prints its tables per model variant.
 
-    PYTHONPATH=. python benchmarks/bench_inference.py --threads 2 --repeats 5 --front conv2d
-    PYTHONPATH=. python benchmarks/bench_inference.py --threads 2 --repeats 5 --front conv1d4
-    PYTHONPATH=. python benchmarks/bench_inference.py --device cuda --repeats 20   # on a GPU
+    python benchmarks/bench_inference.py --threads 2 --repeats 5 --runs 3 \
+        --results docs/results/bench/inference.json
+    python benchmarks/bench_inference.py --variants conv2d_rank64 --runs 1   # one model, one run
+    python benchmarks/bench_inference.py --device cuda --repeats 20   # on a GPU
 
-Model: the LibriSpeech-100 Conformer of conf/tuning/train_ee_conformer_ls100_conv1d4.yaml
+(with the repository root on PYTHONPATH: `. tools/activate.sh`). One invocation measures every
+variant of --variants (default: rank-64 heads, full heads, rank-64 heads with the light conv1d4
+front, and full heads at the paper's 256-token vocabulary), --runs times each; the README's
+inference tables are rendered from its --results file by tools/render_docs.py (a range over the
+runs where there are several). `--quick` (tiny models, one short run) only checks the script.
+
+A variant is `<front>[_rank<R>][_vocab<V>]`: front conv2d or conv1d4, `exit_head_rank: R`
+(factorised CTC heads at the exits before the last; default full heads), vocabulary V (default
+5000). Model: the LibriSpeech-100 Conformer of conf/tuning/train_ee_conformer_ls100_conv1d4.yaml
 (12 blocks, d 256, FFN 1024, exits after every second block, 6-layer transformer decoder) with
-the chosen subsampling front, RANDOM weights, a 5000-token vocabulary; one decoder shared by
+the variant's subsampling front, RANDOM weights; one decoder shared by
 every exit (exit_decoders: shared) so that joint CTC/attention decoding is possible at exit 6.
 Input: 10 s of noise at 16 kHz, batch 1, CPU. Every measurement runs once per repeat,
 interleaved with the others, after one warm-up; medians are reported. The policy overheads
@@ -27,7 +36,7 @@ What is measured:
    policy's threshold is set half-way between exit 6's confidence and the best of exits 2/4:
    the policy then really evaluates exits 2, 4, 6 and accepts at 6 (checked). The overhead is
    the CTC head + confidence at exits 2 and 4 (a 256x5000 projection each, 0.64 GFLOPs, about
-   3/4 of a block; with --exit_head_rank R a 256xR + Rx5000 one); the table gives that FLOPs
+   3/4 of a block; with rank-R heads a 256xR + Rx5000 one); the table gives that FLOPs
    floor next to the measured overhead, the same decodes with the per-frame statistics
    computed by torch ops instead of the C kernel (frame_stats.py; when the kernel is built),
    and the same policies with --frame_stride 4
@@ -52,33 +61,50 @@ import atexit
 import copy
 import logging
 import os
+import re
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
 CONFIG = REPO / "conf" / "tuning" / "train_ee_conformer_ls100_conv1d4.yaml"
 EE_ONLY_KEYS = ("encoder.exit_norms.", "exit_ctc_heads.", "exit_att_decoders.")
+DEFAULT_VARIANTS = ["conv2d_rank64", "conv2d", "conv1d4_rank64", "conv2d_vocab256"]
+VARIANT = re.compile(r"(conv2d|conv1d4)(?:_rank(\d+))?(?:_vocab(\d+))?")
+K = 6  # the exit the policies accept at and the fixed decode stops at
+# --quick: the same blocks and exits, narrow (checks the script, not the numbers)
+QUICK_SIZES = {"encoder_conf": {"output_size": 32, "attention_heads": 2, "linear_units": 64},
+               "decoder_conf": {"attention_heads": 2, "linear_units": 64, "num_blocks": 1}}
 
 
-def build_args(front: str, vocab: int, ee: bool, workdir: Path, rank=None):
+def parse_variant(spec: str) -> dict:
+    m = VARIANT.fullmatch(spec)
+    if m is None:
+        raise SystemExit(f"--variants: {spec!r} is not <conv2d|conv1d4>[_rank<R>][_vocab<V>]")
+    return {"name": spec, "front": m.group(1),
+            "exit_head_rank": int(m.group(2)) if m.group(2) else None,
+            "vocab": int(m.group(3)) if m.group(3) else 5000}
+
+
+def build_args(variant: dict, ee: bool, workdir: Path, quick: bool = False):
     from espnet_early_exit.task import EarlyExitASRTask
 
     conf = yaml.safe_load(CONFIG.read_text())
+    front = variant["front"]
     conf["encoder_conf"]["input_layer"] = front
     conf["model_conf"]["exit_decoders"] = "shared"
-    if ee and rank:
-        conf["model_conf"]["exit_head_rank"] = rank
+    if ee and variant["exit_head_rank"]:
+        conf["model_conf"]["exit_head_rank"] = variant["exit_head_rank"]
+    for section, values in (QUICK_SIZES.items() if quick else ()):
+        conf[section].update(values)
     conf.pop("specaug", None)
     conf.pop("specaug_conf", None)
     if not ee:
@@ -95,6 +121,7 @@ def build_args(front: str, vocab: int, ee: bool, workdir: Path, rank=None):
             conf["model_conf"]["exit_weights"] = [1.0]
     cfg = workdir / ("ee.yaml" if ee else "stock.yaml")
     cfg.write_text(yaml.safe_dump(conf))
+    vocab = variant["vocab"]
     tokens = ["<blank>", "<unk>"] + [f"t{i}" for i in range(vocab - 3)] + ["<sos/eos>"]
     parser = EarlyExitASRTask.get_parser()
     args = parser.parse_args(
@@ -145,7 +172,7 @@ def paired_overhead(pairs, rounds):
     """pairs: {name: (base_fn, fn)}. Each round times every pair back to back, the order
     alternating from round to round (neither side always runs first); the machine's drift
     over a run cancels in each ratio. Returns per name: the median, first and third quartile
-    of t(fn) / t(base) - 1 over the rounds, and the median t(fn)."""
+    of t(fn) / t(base) - 1 over the rounds, and the median t(fn) in ms."""
     for base, fn in pairs.values():
         timed(base)
         timed(fn)
@@ -164,240 +191,295 @@ def paired_overhead(pairs, rounds):
     out = {}
     for name, v in ratios.items():
         q1, _, q3 = statistics.quantiles(v, n=4)
-        out[name] = (statistics.median(v), q1, q3, statistics.median(times[name]))
+        out[name] = {"median": statistics.median(v), "q1": q1, "q3": q3,
+                     "time_ms": statistics.median(times[name]) * 1000}
     return out
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--overhead_rounds", type=int, default=40,
-                    help="rounds of the paired policy-vs-fixed timings")
-    ap.add_argument("--front", choices=["conv2d", "conv1d4"], default="conv2d")
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--vocab", type=int, default=5000)
-    ap.add_argument("--maxlen", type=int, default=30, help="token cap of every beam search")
-    ap.add_argument("--peaky", type=float, default=8.0, help="scale of exit 6's CTC head")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--exit_head_rank", type=int, default=None,
-                    help="factorised CTC heads at the exits before the last (model_conf)")
-    ap.add_argument("--frame_stride", type=int, default=4,
-                    help="also time entropy/max_posterior estimated from every n-th frame")
-    ap.add_argument("--device", default="cpu", help="cpu or cuda (the card is named in the output)")
-    ap.add_argument("--timer", choices=["wall", "cpu"], default="wall",
-                    help="wall clock, or this process's CPU time (steadier on a busy machine)")
-    opts = ap.parse_args()
-    global CLOCK, DEVICE
-    CLOCK = time.perf_counter if opts.timer == "wall" else time.process_time
-    DEVICE = opts.device
+def torch_stats(fn):
+    """The same call with the frame statistics from torch ops instead of the C kernel."""
+    def run():
+        os.environ["EEE_FRAME_STATS"] = "torch"
+        try:
+            return fn()
+        finally:
+            del os.environ["EEE_FRAME_STATS"]
+    return run
 
-    torch.set_num_threads(opts.threads)
-    torch.manual_seed(opts.seed)
-    logging.basicConfig(level=logging.ERROR)
-    logging.getLogger().setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
 
-    from espnet2.bin.asr_inference import Speech2Text
-    from espnet_early_exit.costs import exit_costs
-    from espnet_early_exit.frame_stats import kernel_loaded, kernel_path
-    from espnet_early_exit.inference import EarlyExitSpeech2Text
+def build_models(variant: dict, opts, work: Path):
+    """The EE model, its copy with a peaky exit-6 head, and the stock model on the same
+    weights, saved for the decoders. Returns (model, stock_model, {name: (config, weights)})."""
     from espnet_early_exit.task import EarlyExitASRTask
 
-    K = 6
-    work = Path(tempfile.mkdtemp(prefix="bench_ee_"))
-    atexit.register(shutil.rmtree, work, True)  # the saved models: ~0.4 GB per run
-    ee_args = build_args(opts.front, opts.vocab, True, work, opts.exit_head_rank)
+    ee_args = build_args(variant, True, work, opts.quick)
     model = EarlyExitASRTask.build_model(ee_args).eval()
-    ee_cfg, ee_pth = save(model, ee_args, work, "ee")
+    files = {"ee": save(model, ee_args, work, "ee")}
     peaky = copy.deepcopy(model)
     with torch.no_grad():
         lo = peaky.ctc_at(K).ctc_lo
         (lo[-1] if isinstance(lo, torch.nn.Sequential) else lo).weight.mul_(opts.peaky)
-    pk_cfg, pk_pth = save(peaky, ee_args, work, "ee_peaky")
+    files["peaky"] = save(peaky, ee_args, work, "ee_peaky")
     del peaky
-    stock_args = build_args(opts.front, opts.vocab, False, work)
+    stock_args = build_args(variant, False, work, opts.quick)
     stock_model = EarlyExitASRTask.build_model(stock_args).eval()
     stock_state = {
         k: v for k, v in model.state_dict().items() if not k.startswith(EE_ONLY_KEYS)
     }
     stock_model.load_state_dict(stock_state, strict=True)  # same weights, nothing missing
-    st_cfg, st_pth = save(stock_model, stock_args, work, "stock")
+    files["stock"] = save(stock_model, stock_args, work, "stock")
+    return model, stock_model, files
 
+
+def half_way_threshold(probe, wave, exits):
+    """The threshold half-way between exit K's confidence and the best of the exits before
+    it (None when exit K is not the most confident), and the confidences per exit."""
+    confs = probe.decode_all_exits(wave)[K][0].confidences
+    before = [confs[k] for k in exits if k < K]
+    if probe.policy.higher_is_confident:
+        th = (confs[K] + max(before)) / 2 if confs[K] > max(before) else None
+    else:
+        th = (confs[K] + min(before)) / 2 if confs[K] < min(before) else None
+    return th, {str(k): float(c) for k, c in confs.items()}
+
+
+def build_policies(peaky_files, exits, wave, opts, greedy):
+    """Each policy (and its frame-stride version) at the threshold that accepts at exit K.
+    Returns ({label: decoder}, {label: what it is, its threshold and confidences})."""
+    from espnet_early_exit.frame_stats import kernel_loaded
+    from espnet_early_exit.inference import EarlyExitSpeech2Text
+
+    decoders, info = {}, {}
+    strides = [1] + ([opts.frame_stride] if opts.frame_stride > 1 else [])
+    for name in ("entropy", "max_posterior", "nbest_posterior"):
+        for stride in strides if name != "nbest_posterior" else [1]:
+            label = name if stride == 1 else f"{name} stride {stride}"
+            kw = dict(greedy, exit_policy=name, exit_policy_frame_stride=stride)
+            th, confs = half_way_threshold(EarlyExitSpeech2Text(*peaky_files, **kw), wave, exits)
+            info[label] = {"policy": name, "stride": stride, "frame_stats": "default",
+                           "threshold": th, "confidences": confs}
+            if th is None:
+                continue
+            decoders[label] = EarlyExitSpeech2Text(*peaky_files, exit_threshold=th, **kw)
+            chosen = decoders[label](wave)[0].exit_layer
+            assert chosen == K, f"{label} accepted at {chosen}, not {K}"
+            if stride == 1 and name != "nbest_posterior" and kernel_loaded():
+                info[f"{name}, torch ops"] = dict(info[label], frame_stats="torch")
+                decoders[f"{name}, torch ops"] = decoders[label]
+    return decoders, info
+
+
+def build_bench(variant: dict, opts, work: Path) -> SimpleNamespace:
+    """Every model and decoder one variant's measurements need, and its FLOPs counts."""
+    from espnet2.bin.asr_inference import Speech2Text
+    from espnet_early_exit.costs import exit_costs
+    from espnet_early_exit.inference import EarlyExitSpeech2Text
+
+    torch.manual_seed(opts.seed)
+    model, stock_model, files = build_models(variant, opts, work)
     n = int(opts.seconds * 16000)
-    rng = np.random.default_rng(opts.seed)
-    wave = (0.1 * rng.standard_normal(n)).astype(np.float32)
+    wave = (0.1 * np.random.default_rng(opts.seed).standard_normal(n)).astype(np.float32)
     costs = exit_costs(model, seconds=opts.seconds)  # FLOPs counted on the CPU
-    share = {e["exit"]: e["share"] for e in costs["exits"]}
     exits = model.exit_layers
     model.to(DEVICE)
     stock_model.to(DEVICE)
-    speech = torch.from_numpy(wave)[None].to(DEVICE)
-    lengths = torch.tensor([n], device=DEVICE)
-
-    # --- decoders
     common = dict(device=DEVICE, nbest=1)
     greedy = dict(common, beam_size=1, ctc_weight=1.0)
     att = dict(common, beam_size=10, ctc_weight=0.3, maxlenratio=-float(opts.maxlen))
-    fixed = EarlyExitSpeech2Text(ee_cfg, ee_pth, exit_layer=K, **greedy)
-    fixed_pk = EarlyExitSpeech2Text(pk_cfg, pk_pth, exit_layer=K, **greedy)
-    thresholds = {}
-    policies = {}
-    for name in ("entropy", "max_posterior", "nbest_posterior"):
-        probe = EarlyExitSpeech2Text(pk_cfg, pk_pth, exit_policy=name, **greedy)
-        confs = probe.decode_all_exits(wave)[K][0].confidences
-        before = [confs[k] for k in exits if k < K]
-        c6 = confs[K]
-        if probe.policy.higher_is_confident:
-            th = (c6 + max(before)) / 2 if c6 > max(before) else None
-        else:
-            th = (c6 + min(before)) / 2 if c6 < min(before) else None
-        thresholds[name] = (th, confs)
-        if th is not None:
-            policies[name] = EarlyExitSpeech2Text(
-                pk_cfg, pk_pth, exit_policy=name, exit_threshold=th, **greedy
-            )
-            chosen = policies[name](wave)[0].exit_layer
-            assert chosen == K, f"{name} accepted at {chosen}, not {K}"
-            if name != "nbest_posterior" and opts.frame_stride > 1:
-                # the same decision from every n-th frame (its own threshold: same rule)
-                sub = EarlyExitSpeech2Text(
-                    pk_cfg, pk_pth, exit_policy=name,
-                    exit_policy_frame_stride=opts.frame_stride, **greedy,
-                )
-                sconfs = sub.decode_all_exits(wave)[K][0].confidences
-                sb = [sconfs[k] for k in exits if k < K]
-                if sub.policy.higher_is_confident:
-                    sth = (sconfs[K] + max(sb)) / 2 if sconfs[K] > max(sb) else None
-                else:
-                    sth = (sconfs[K] + min(sb)) / 2 if sconfs[K] < min(sb) else None
-                sname = f"{name} stride {opts.frame_stride}"
-                thresholds[sname] = (sth, sconfs)
-                if sth is not None:
-                    policies[sname] = EarlyExitSpeech2Text(
-                        pk_cfg, pk_pth, exit_policy=name, exit_threshold=sth,
-                        exit_policy_frame_stride=opts.frame_stride, **greedy,
-                    )
-                    assert policies[sname](wave)[0].exit_layer == K
-    ours_att = EarlyExitSpeech2Text(ee_cfg, ee_pth, exit_layer=K, **att)
-    stock_greedy = Speech2Text(st_cfg, st_pth, maxlenratio=-float(opts.maxlen), **greedy)
-    stock_att = Speech2Text(st_cfg, st_pth, **att)
+    policies, thresholds = build_policies(files["peaky"], exits, wave, opts, greedy)
     logging.getLogger().setLevel(logging.ERROR)
+    return SimpleNamespace(
+        variant=variant, model=model, stock_model=stock_model, wave=wave, costs=costs,
+        exits=exits, speech=torch.from_numpy(wave)[None].to(DEVICE),
+        lengths=torch.tensor([n], device=DEVICE), policies=policies, thresholds=thresholds,
+        fixed=EarlyExitSpeech2Text(*files["ee"], exit_layer=K, **greedy),
+        fixed_pk=EarlyExitSpeech2Text(*files["peaky"], exit_layer=K, **greedy),
+        ours_att=EarlyExitSpeech2Text(*files["ee"], exit_layer=K, **att),
+        stock_greedy=Speech2Text(*files["stock"], maxlenratio=-float(opts.maxlen), **greedy),
+        stock_att=Speech2Text(*files["stock"], **att),
+    )
+
+
+def describe_bench(b) -> dict:
+    """What a variant is: its FLOPs per exit, the policies' thresholds (no timings)."""
+    from espnet_early_exit.frame_stats import kernel_loaded, kernel_path
+
+    rows = b.costs["exits"]
+    share = {e["exit"]: e["share"] for e in rows}
+    head = {e["exit"]: e["head_gflops"] for e in rows}
+    full_gflops = rows[-1]["gflops"]
+    floor = sum(head[k] for k in b.exits if k < K) / (share[K] * full_gflops + head[K])
+    return {
+        **b.variant, "exit": K, "exits": list(b.exits),
+        "encoder_params": b.costs["encoder_params"], "full_gflops": full_gflops,
+        "front_share": b.costs["front_share"],
+        "flops": [{k: e[k] for k in ("exit", "share", "gflops", "head_gflops")} for e in rows],
+        "flops_floor": floor, "flops_bound": 1 / share[K], "target_speedup": 0.9 / share[K],
+        "frame_stats": f"C kernel {kernel_path()}" if kernel_loaded() else "torch ops",
+        "thresholds": b.thresholds, "runs": [],
+    }
+
+
+def measure(b, opts) -> dict:
+    """One run: the interleaved timings and the paired policy overheads."""
+    wave = b.wave
 
     def enc_to(k):
         def fn():
-            state = model.encode_begin(speech, lengths)
+            state = b.model.encode_begin(b.speech, b.lengths)
             if k:
-                model.encode_to(state, k)
+                b.model.encode_to(state, k)
         return fn
 
     def stock_enc_argmax():
-        enc, olens = stock_model.encode(speech, lengths)
-        ids = stock_model.ctc.argmax(enc)[0, : int(olens[0])]
-        ids = torch.unique_consecutive(ids)
+        enc, olens = b.stock_model.encode(b.speech, b.lengths)
+        ids = torch.unique_consecutive(b.stock_model.ctc.argmax(enc)[0, : int(olens[0])])
         return [int(t) for t in ids if int(t) != 0]
 
-    items = {f"enc{k}": enc_to(k) for k in [0] + exits}
-    items["fixed6"] = lambda: fixed(wave)
-    items["fixed6_peaky"] = lambda: fixed_pk(wave)
-    pairs = {
-        name: (items["fixed6_peaky"], (lambda s: (lambda: s(wave)))(s2t))
-        for name, s2t in policies.items()
-    }
-    if kernel_loaded():
-        # the same decodes with the frame statistics from torch ops instead of the C kernel
-        def torch_stats(fn):
-            def run():
-                os.environ["EEE_FRAME_STATS"] = "torch"
-                try:
-                    return fn()
-                finally:
-                    del os.environ["EEE_FRAME_STATS"]
-            return run
-
-        for name in [n for n in policies if "stride" not in n and n != "nbest_posterior"]:
-            base, fn = pairs[name]
-            pairs[f"{name}, torch ops"] = (torch_stats(base), torch_stats(fn))
-    items["stock_enc_argmax"] = stock_enc_argmax
-    items["stock_greedy"] = lambda: stock_greedy(wave)
-    items["ours_att6"] = lambda: ours_att(wave)
-    items["stock_att"] = lambda: stock_att(wave)
-    load_before = os.getloadavg()
+    items = {f"enc{k}": enc_to(k) for k in [0] + b.exits}
+    items.update(fixed=lambda: b.fixed(wave), fixed_peaky=lambda: b.fixed_pk(wave),
+                 stock_enc_argmax=stock_enc_argmax, stock_greedy=lambda: b.stock_greedy(wave),
+                 ours_att=lambda: b.ours_att(wave), stock_att=lambda: b.stock_att(wave))
+    base = items["fixed_peaky"]
+    pairs = {}
+    for label, s2t in b.policies.items():
+        fn = (lambda s: (lambda: s(wave)))(s2t)
+        pairs[label] = (torch_stats(base), torch_stats(fn)) if "torch ops" in label else (base, fn)
+    load_before = os.getloadavg()[0]
     med = run_interleaved(items, opts.repeats)
     overhead = paired_overhead(pairs, opts.overhead_rounds)
+    full = med[f"enc{b.exits[-1]}"]
+    return {
+        "load_before": load_before, "load_after": os.getloadavg()[0],
+        "front_ms": med["enc0"] * 1000, "front_time_share": med["enc0"] / full,
+        "encoder": [{"exit": k, "time_ms": med[f"enc{k}"] * 1000,
+                     "time_share": med[f"enc{k}"] / full} for k in b.exits],
+        **{f"{name}_ms": med[name] * 1000 for name in
+           ("fixed", "fixed_peaky", "stock_enc_argmax", "stock_greedy", "ours_att", "stock_att")},
+        "speedup_vs_stock_encoder": med["stock_enc_argmax"] / med["fixed"],
+        "speedup_vs_stock_search": med["stock_greedy"] / med["fixed"],
+        "speedup_att": med["stock_att"] / med["ours_att"],
+        "att_lengths": [len(b.ours_att(wave)[0].token_int), len(b.stock_att(wave)[0][2])],
+        "overhead": overhead,
+    }
 
-    full = med[f"enc{exits[-1]}"]
-    head = {e["exit"]: e["head_gflops"] for e in costs["exits"]}
-    full_gflops = costs["exits"][-1]["gflops"]
-    lengths_att = (len(ours_att(wave)[0].token_int), len(stock_att(wave)[0][2]))
-    out = []
-    p = out.append
-    p(f"# bench_inference: front={opts.front} exit_head_rank={opts.exit_head_rank} "
-      f"threads={opts.threads} repeats={opts.repeats} "
-      f"audio={opts.seconds:.0f}s vocab={opts.vocab} timer={opts.timer} "
-      f"(random weights, {DEVICE}, batch 1; medians)")
-    if DEVICE.startswith("cuda"):
-        p(f"device: {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})")
-    p(f"machine: {os.cpu_count()} CPUs, load average before/after "
-      f"{load_before[0]:.1f}/{os.getloadavg()[0]:.1f} (other processes skew wall times)")
-    p(f"torch {torch.__version__}; encoder params {costs['encoder_params'] / 1e6:.1f} M; "
-      f"full encoder {costs['exits'][-1]['gflops']:.2f} GFLOPs, "
-      f"{full * 1000:.0f} ms; CTC head GFLOPs per exit "
-      + ", ".join(f"{k}: {head[k]:.3f}" for k in exits))
-    p("")
-    p(f"front-end + subsampling: FLOPs share {costs['front_share']:.3f}, "
-      f"time share {med['enc0'] / full:.3f} ({med['enc0'] * 1000:.0f} ms)")
-    p("")
-    p("| exit | FLOPs share | time share | time ms | time <= 1.1*FLOPs+0.05 |")
-    p("|---|---|---|---|---|")
-    for k in exits:
-        ts = med[f"enc{k}"] / full
-        ok = ts <= 1.1 * share[k] + 0.05
-        p(f"| {k} | {share[k]:.3f} | {ts:.3f} | {med[f'enc{k}'] * 1000:.0f} | "
-          f"{'yes' if ok else 'NO'} |")
-    p("")
-    p(f"Policy overhead, greedy CTC, accepting at exit {K} (exits {[k for k in exits if k <= K]} "
-      f"evaluated) vs fixed exit {K} ({med['fixed6_peaky'] * 1000:.0f} ms); target <= 5%; "
-      f"FLOPs floor (the earlier exits' CTC heads): "
-      f"{sum(head[k] for k in exits if k < K) / (share[K] * full_gflops + head[K]) * 100:.1f}%")
-    p(f"(each overhead: median over {opts.overhead_rounds} rounds of policy/fixed timed back to "
-      f"back, with the quartiles of that ratio)")
-    p("| policy | threshold | confidences at 2/4/6 | time ms | overhead | quartiles |")
-    p("|---|---|---|---|---|---|")
-    for name, (th, confs) in thresholds.items():
-        cs = "/".join(f"{confs[k]:.3f}" for k in exits if k <= K)
-        if th is None:
-            p(f"| {name} | - | {cs} | - | no threshold accepts exactly at {K} | |")
+
+def report(v: dict, run: dict, opts) -> list:
+    """One run of one variant as the text tables this script has always printed."""
+    exits, flops = v["exits"], {e["exit"]: e for e in v["flops"]}
+    out = [f"# bench_inference: variant {v['name']} (front={v['front']} exit_head_rank="
+           f"{v['exit_head_rank']} vocab={v['vocab']}), run {len(v['runs'])} of {opts.runs}; "
+           f"threads={opts.threads} repeats={opts.repeats} audio={opts.seconds:g}s "
+           f"timer={opts.timer} (random weights, {DEVICE}, batch 1; medians)",
+           f"load average before/after {run['load_before']:.1f}/{run['load_after']:.1f} "
+           "(other processes skew wall times)",
+           f"encoder params {v['encoder_params'] / 1e6:.1f} M; full encoder "
+           f"{v['full_gflops']:.2f} GFLOPs, {run['encoder'][-1]['time_ms']:.0f} ms; CTC head "
+           "GFLOPs per exit " + ", ".join(f"{k}: {flops[k]['head_gflops']:.3f}" for k in exits),
+           "", f"front-end + subsampling: FLOPs share {v['front_share']:.3f}, time share "
+           f"{run['front_time_share']:.3f} ({run['front_ms']:.0f} ms)", "",
+           "| exit | FLOPs share | time share | time ms | time <= 1.1*FLOPs+0.05 |",
+           "|---|---|---|---|---|"]
+    for e in run["encoder"]:
+        ok = e["time_share"] <= 1.1 * flops[e["exit"]]["share"] + 0.05
+        out.append(f"| {e['exit']} | {flops[e['exit']]['share']:.3f} | {e['time_share']:.3f} | "
+                   f"{e['time_ms']:.0f} | {'yes' if ok else 'NO'} |")
+    out += ["", f"Policy overhead, greedy CTC, accepting at exit {K} vs fixed exit {K} "
+            f"({run['fixed_peaky_ms']:.0f} ms); target <= 5%; FLOPs floor (the earlier exits' "
+            f"CTC heads): {v['flops_floor'] * 100:.1f}%; median over {opts.overhead_rounds} "
+            "rounds of policy/fixed timed back to back, with the quartiles of that ratio",
+            "| policy | threshold | confidences at exits <= 6 | time ms | overhead | quartiles |",
+            "|---|---|---|---|---|---|"]
+    for label, t in v["thresholds"].items():
+        cs = "/".join(f"{t['confidences'][str(k)]:.3f}" for k in exits if k <= K)
+        o = run["overhead"].get(label)
+        if o is None:
+            out.append(f"| {label} | - | {cs} | - | no threshold accepts exactly at {K} | |")
             continue
-        for row in [name, f"{name}, torch ops"]:
-            if row in overhead:
-                ov, q1, q3, t = overhead[row]
-                p(f"| {row} | {th:.4f} | {cs} | {t * 1000:.0f} | {ov * 100:+.1f}% | "
-                  f"{q1 * 100:+.1f} / {q3 * 100:+.1f}% |")
-    p("frame statistics (entropy, max_posterior, greedy): "
-      + (f"C kernel {kernel_path()}; 'torch ops' rows: the same decodes without it"
-         if kernel_loaded() else "torch ops (kernel not built: "
-         "python -m espnet_early_exit.frame_stats build)"))
-    p("")
-    target = 0.9 / share[K]
-    sp_ref = med["stock_enc_argmax"] / med["fixed6"]
-    sp_stock = med["stock_greedy"] / med["fixed6"]
-    p(f"Exit {K} of {exits[-1]} vs stock ESPnet on the same weights "
-      f"(FLOPs share {share[K]:.3f}, 1/share {1 / share[K]:.2f}):")
-    p("| decode | ours @exit6 ms | stock ms | speed-up | target |")
-    p("|---|---|---|---|---|")
-    p(f"| greedy CTC vs stock encoder + argmax | {med['fixed6'] * 1000:.0f} | "
-      f"{med['stock_enc_argmax'] * 1000:.0f} | {sp_ref:.2f}x | >= {target:.2f}x "
-      f"{'ok' if sp_ref >= target else 'MISSED'} |")
-    p(f"| greedy CTC vs stock Speech2Text beam 1 (CTC prefix search, <= {opts.maxlen} tokens) | "
-      f"{med['fixed6'] * 1000:.0f} | {med['stock_greedy'] * 1000:.0f} | {sp_stock:.2f}x | "
-      f">= {target:.2f}x {'ok' if sp_stock >= target else 'MISSED'} |")
-    p(f"| joint CTC/att beam 10 (ctc 0.3, <= {opts.maxlen} tokens) | "
-      f"{med['ours_att6'] * 1000:.0f} | {med['stock_att'] * 1000:.0f} | "
-      f"{med['stock_att'] / med['ours_att6']:.2f}x | report |")
-    p(f"(best hypothesis lengths of the joint search: ours {lengths_att[0]}, "
-      f"stock {lengths_att[1]} tokens)")
-    print("\n".join(out))
+        out.append(f"| {label} | {t['threshold']:.4f} | {cs} | {o['time_ms']:.0f} | "
+                   f"{o['median'] * 100:+.1f}% | {o['q1'] * 100:+.1f} / {o['q3'] * 100:+.1f}% |")
+    out += [f"frame statistics: {v['frame_stats']} ('torch ops' rows: the same decodes without "
+            "the kernel)", "", f"Exit {K} of {exits[-1]} vs stock ESPnet on the same weights "
+            f"(FLOPs share {flops[K]['share']:.3f}, 1/share {v['flops_bound']:.2f}):",
+            "| decode | ours @exit6 ms | stock ms | speed-up | target |", "|---|---|---|---|---|"]
+    target = v["target_speedup"]
+    for what, ours, stock, sp in (
+            ("greedy CTC vs stock encoder + argmax", "fixed", "stock_enc_argmax",
+             "speedup_vs_stock_encoder"),
+            (f"greedy CTC vs stock Speech2Text beam 1 (CTC prefix search, <= {opts.maxlen} "
+             "tokens)", "fixed", "stock_greedy", "speedup_vs_stock_search"),
+            (f"joint CTC/att beam 10 (ctc 0.3, <= {opts.maxlen} tokens)", "ours_att",
+             "stock_att", "speedup_att")):
+        goal = ("report" if sp == "speedup_att" else
+                f">= {target:.2f}x {'ok' if run[sp] >= target else 'MISSED'}")
+        out.append(f"| {what} | {run[ours + '_ms']:.0f} | {run[stock + '_ms']:.0f} | "
+                   f"{run[sp]:.2f}x | {goal} |")
+    out.append(f"(best hypothesis lengths of the joint search: ours {run['att_lengths'][0]}, "
+               f"stock {run['att_lengths'][1]} tokens)")
+    return out
+
+
+def get_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS,
+                    help="models: <conv2d|conv1d4>[_rank<R>][_vocab<V>] (default: %(default)s)")
+    ap.add_argument("--runs", type=int, default=3,
+                    help="measure every variant this many times (the docs give the range)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--overhead_rounds", type=int, default=40,
+                    help="rounds of the paired policy-vs-fixed timings")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--maxlen", type=int, default=30, help="token cap of every beam search")
+    ap.add_argument("--peaky", type=float, default=8.0, help="scale of exit 6's CTC head")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--frame_stride", type=int, default=4,
+                    help="also time entropy/max_posterior estimated from every n-th frame")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the card is named in the output)")
+    ap.add_argument("--timer", choices=["wall", "cpu"], default="wall",
+                    help="wall clock, or this process's CPU time (steadier on a busy machine)")
+    ap.add_argument("--results", type=Path, default=None,
+                    help="also write every measured row to this JSON file (docs/results/bench/...)")
+    ap.add_argument("--quick", action="store_true",
+                    help="narrow models, 1 s of audio, one short run: checks the script only")
+    return ap
+
+
+def main(argv=None):
+    opts = get_parser().parse_args(argv)
+    if opts.quick:
+        opts.seconds, opts.repeats, opts.overhead_rounds, opts.runs, opts.maxlen = 1.0, 1, 2, 1, 3
+    variants = [parse_variant(s) for s in opts.variants]  # bad names fail before any work
+    global CLOCK, DEVICE
+    CLOCK = time.perf_counter if opts.timer == "wall" else time.process_time
+    DEVICE = opts.device
+    torch.set_num_threads(opts.threads)
+    logging.basicConfig(level=logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    from espnet_early_exit import provenance
+
+    head = provenance.record("bench_inference", None if argv is None else [__file__, *argv],
+                             opts.threads, DEVICE)
+    print(f"# machine: {head['machine']}")
+    results = []
+    for variant in variants:
+        work = Path(tempfile.mkdtemp(prefix="bench_ee_"))
+        atexit.register(shutil.rmtree, work, True)  # the saved models: ~0.4 GB per variant
+        bench = build_bench(variant, opts, work)
+        results.append(describe_bench(bench))
+        for _ in range(opts.runs):
+            results[-1]["runs"].append(measure(bench, opts))
+            print("\n".join(report(results[-1], results[-1]["runs"][-1], opts)) + "\n")
+        del bench
+        shutil.rmtree(work, ignore_errors=True)
+    if opts.results:
+        options = {k: getattr(opts, k) for k in (
+            "runs", "threads", "repeats", "overhead_rounds", "seconds", "maxlen", "peaky", "seed",
+            "frame_stride", "device", "timer", "quick")}
+        provenance.write_results(opts.results, {**head, "config": str(CONFIG.relative_to(REPO)),
+                                                "options": options, "variants": results})
+        print(f"results: {opts.results}")
 
 
 if __name__ == "__main__":

@@ -74,7 +74,12 @@ def describe(variant: str) -> str:
     return "[2,4,...,12]" + "".join(", " + e for e in extra)
 
 
-def build(variant: str, vocab: int, device: str):
+# --quick: the same blocks and exits, narrow (checks the script, not the numbers)
+QUICK_SIZES = {"encoder_conf": {"output_size": 32, "attention_heads": 2, "linear_units": 64},
+               "decoder_conf": {"attention_heads": 2, "linear_units": 64, "num_blocks": 1}}
+
+
+def build(variant: str, vocab: int, device: str, quick: bool = False):
     import argparse as ap
 
     import yaml
@@ -85,6 +90,8 @@ def build(variant: str, vocab: int, device: str):
     for key, value in variant_conf(variant).items():
         section = "encoder_conf" if key == "exit_layers" else "model_conf"
         config[section][key] = value
+    for section, values in (QUICK_SIZES.items() if quick else ()):
+        config[section].update(values)
     parser = EarlyExitASRTask.get_parser()
     args = parser.parse_args(["--token_list", "none", "--output_dir", "/tmp/unused"])
     for key in ("encoder", "encoder_conf", "decoder", "decoder_conf", "model", "model_conf",
@@ -136,7 +143,7 @@ def measure_memory(variant: str, vocab: int, a) -> dict:
     import espnet_early_exit.task  # noqa: F401  (imports before the baseline)
 
     base = rss_mb()
-    model = build(variant, vocab, a.device)
+    model = build(variant, vocab, a.device, a.quick)
     optim = torch.optim.Adam(model.parameters(), lr=1e-4)
     batch = make_batch(a.batch, a.seconds, vocab, a.device)
     if a.device.startswith("cuda"):
@@ -184,14 +191,14 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, default=None,
                    help="also write the measured rows to this JSON file (docs/results/bench/...)")
     p.add_argument("--quick", action="store_true",
-                   help="batch 1, 1 s, vocab 64, one repeat and memory step: checks the script only")
+                   help="narrow model, batch 1, 1 s, vocab 64, one repeat: checks the script only")
     p.add_argument("--memory_only", help=argparse.SUPPRESS)
     return p
 
 
 def parse_args(argv=None):
     a = get_parser().parse_args(argv)
-    if a.quick:
+    if a.quick and not a.memory_only:
         a.batch, a.seconds, a.vocab, a.repeats, a.memory_steps = 1, 1.0, [64], 1, 1
     if a.variants[0] != "single":
         a.variants.insert(0, "single")
@@ -245,7 +252,8 @@ def memory_in_subprocess(variant: str, vocab: int, a) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--memory_only", variant, "--batch", str(a.batch),
          "--seconds", str(a.seconds), "--vocab", str(vocab), "--threads", str(a.threads),
-         "--memory_steps", str(a.memory_steps), "--device", a.device],
+         "--memory_steps", str(a.memory_steps), "--device", a.device]
+        + (["--quick"] if a.quick else []),
         capture_output=True, text=True, check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -256,7 +264,7 @@ def measure(vocab: int, a) -> dict:
     import torch
 
     torch.manual_seed(0)
-    models = {v: build(v, vocab, a.device) for v in a.variants}
+    models = {v: build(v, vocab, a.device, a.quick) for v in a.variants}
     for v in a.variants[1:]:  # identical weights where the architectures overlap
         models[v].load_state_dict(models["single"].state_dict(), strict=False)
     batch = make_batch(a.batch, a.seconds, vocab, a.device)

@@ -40,6 +40,7 @@ from espnet2.torch_utils.device_funcs import to_device
 import espnet_early_exit.task  # noqa: F401  (registers the plugin with ESPnet's ASR task)
 from espnet_early_exit.costs import model_fs
 from espnet_early_exit.encoders.exits import EncoderState
+from espnet_early_exit.exit_trace import ExitTracker
 from espnet_early_exit.frame_stats import FrameStats, frame_stats
 from espnet_early_exit.model import EarlyExitASRModel
 from espnet_early_exit.policies import ExitPolicy, get_policy
@@ -211,6 +212,7 @@ class EarlyExitSpeech2Text(Speech2Text):
                 )
             self.policy.exit_layer = exit_layer
         self.exit_layer: Optional[int] = exit_layer
+        self.policy.prepare(asr_model_file, self.exit_layers)
 
         # decoding options, as Speech2Text used them
         def opt(name):
@@ -477,11 +479,12 @@ class EarlyExitSpeech2Text(Speech2Text):
         results: List[Optional[List[EarlyExitResult]]] = [None] * n_utt
         confs: List[Dict[int, float]] = [{} for _ in range(n_utt)]
         active = list(range(n_utt))  # original index of each row of `state`
+        tracker = self._tracker(n_utt)
         last = self.exit_layers[-1]
         for k in self.exit_layers:
             state, out, olens = model.encode_to(state, k)
             z_conf, conf_lens, logits = self._policy_logits(k, out, olens)
-            row_confs, s_conf = self._confidences(z_conf, conf_lens)
+            row_confs, s_conf = tracker.confidences(k, z_conf, conf_lens, rows=active)
             accepted = []
             for row, i in enumerate(active):
                 confs[i][k] = row_confs[row]
@@ -538,6 +541,7 @@ class EarlyExitSpeech2Text(Speech2Text):
         with_conf = policy.dynamic and not policy.needs_reference
         out_per_utt: List[Dict[int, List[EarlyExitResult]]] = [{} for _ in range(n_utt)]
         confs: List[Dict[int, float]] = [{} for _ in range(n_utt)]
+        tracker = self._tracker(n_utt)
         self._sync()
         t0 = time.perf_counter()
         state = self._encode_begin(padded, lengths)
@@ -557,10 +561,10 @@ class EarlyExitSpeech2Text(Speech2Text):
             t_head = time.perf_counter() - t1
             if with_conf:
                 if policy.frame_stride == 1 and logits is not None:
-                    row_confs, _ = self._confidences(logits, olens, stats)
+                    row_confs, _ = tracker.confidences(k, logits, olens, stats)
                 else:
                     z_conf, conf_lens, _ = self._policy_logits(k, out, olens)
-                    row_confs, _ = self._confidences(z_conf, conf_lens)
+                    row_confs, _ = tracker.confidences(k, z_conf, conf_lens)
                 for i in range(n_utt):
                     confs[i][k] = row_confs[i]
             t2 = time.perf_counter()
@@ -602,23 +606,9 @@ class EarlyExitSpeech2Text(Speech2Text):
         sub = head.ctc_lo(out[:, ::stride])
         return sub, (olens + stride - 1) // stride, None
 
-    def _confidences(
-        self, logits: torch.Tensor, lengths: torch.Tensor, stats: Optional[FrameStats] = None
-    ) -> Tuple[List[float], Optional[FrameStats]]:
-        """The policy's confidence of each row of (B, T, V) CTC logits (its first lengths[b]
-        frames), and the frame statistics it used: computed once for the batch where the
-        policy uses them (``uses_frame_stats``) and none were given; None otherwise."""
-        policy = self.policy
-        if stats is None and policy.uses_frame_stats:
-            stats = frame_stats(logits)
-        confidences = []
-        for row in range(logits.size(0)):
-            n = int(lengths[row])
-            confidences.append(policy.confidence_from_logits(
-                logits[row, :n], self.asr_model.blank_id,
-                None if stats is None else stats.frames(row, n),
-            ))
-        return confidences, stats
+    def _tracker(self, n_utt: int) -> ExitTracker:
+        """The per-utterance state of the policy over the exits of a batch."""
+        return ExitTracker(self.policy, n_utt, self.exit_layers, self.asr_model.blank_id)
 
     @staticmethod
     def _text_of(results: List[EarlyExitResult]) -> str:

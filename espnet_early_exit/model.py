@@ -309,6 +309,15 @@ class EarlyExitASRModel(ESPnetASRModel):
             raise ValueError("model_conf.exit_weights: all weights are 0")
         return weights
 
+    def unused_parameter_reasons(self) -> List[str]:
+        """Why a training step may leave trainable parameters without a gradient, which makes
+        DistributedDataParallel need ``find_unused_parameters`` (ESPnet's
+        ``--unused_parameters``); [] if every parameter gets one on every step. Every exit's
+        head and decoder is used on every step (the eager heads too: their gradients reach
+        the parameters in backward, where DDP's hooks all-reduce them)."""
+        reasons = getattr(self.encoder, "unused_parameter_reasons", list)()
+        return [r for r in reasons if r]
+
     # -------------------------------------------------------------- heads
     def _check_exit(self, k: int) -> None:
         if k not in self.exit_layers:

@@ -26,6 +26,13 @@ Policies (``POLICIES``; add one with a class and a line there):
     the softmax over the n best hypotheses' total log-probabilities (each summed over all of
     its alignments) gives the best hypothesis's posterior, the exit's confidence. Stops at the
     first exit where it is ``>= threshold`` (in [0, 1]; with n hypotheses it is >= 1/n).
+``agreement`` (patience over exits)
+    Stops at the first exit k whose greedy CTC hypothesis equals those of the ``threshold``
+    exits before it (the threshold is the patience, >= 1); with ``max_edits`` n, hypotheses
+    within n token edits count as equal. Its confidence at k is the number of agreeing exits
+    in a row ending at k. It reads the trace of earlier exits
+    (:mod:`espnet_early_exit.exit_trace`), built from the frame statistics the decoder
+    computes anyway.
 ``oracle`` (analysis only)
     Needs the reference transcript and the hypothesis of every exit: picks the lowest exit
     whose hypothesis has a WER against the reference no higher than the last exit's. Its
@@ -58,6 +65,12 @@ from typing import Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, 
 import numpy as np
 import torch
 
+from espnet_early_exit.exit_trace import (
+    ExitTracker,
+    ExitView,
+    mean_entropy_share,
+    mean_over_nonblank,
+)
 from espnet_early_exit.frame_stats import FrameStats, frame_stats
 from espnet_early_exit.scoring import score_utterances
 
@@ -68,6 +81,7 @@ __all__ = [
     "MaxPosteriorPolicy",
     "NBestPosteriorPolicy",
     "OraclePolicy",
+    "AgreementPolicy",
     "POLICIES",
     "get_policy",
     "select_exit",
@@ -91,6 +105,7 @@ class ExitPolicy:
     needs_reference: ClassVar[bool] = False
     frame_stride: int = 1  # >1: confidence from every n-th frame (frame-mean policies only)
     uses_frame_stats: ClassVar[bool] = False  # confidence_from_logits takes FrameStats
+    uses_trace: ClassVar[bool] = False  # confidence_from_trace: looks back at earlier exits
 
     def __init__(self, threshold: Optional[float] = None):
         self.threshold = self.check_threshold(threshold)
@@ -142,6 +157,15 @@ class ExitPolicy:
         its greedy search reuses at the accepted exit.
         """
         return self.confidence(torch.log_softmax(_check_frames(logits, "logits"), -1), blank_id)
+
+    def confidence_from_trace(self, trace: Sequence[ExitView]) -> float:
+        """The number of a policy with ``uses_trace`` at the last exit of ``trace`` (the
+        views of the exits evaluated so far, :mod:`espnet_early_exit.exit_trace`)."""
+        raise NotImplementedError(f"{self.name!r} does not read a trace")
+
+    def prepare(self, model_file: Optional[str], exit_layers: Sequence[int]) -> None:
+        """Called by the decoder once the model is loaded (a policy with files of its own
+        finds them beside ``model_file``); nothing by default."""
 
     def should_exit(self, confidence: float) -> bool:
         """Whether to stop at an exit with this confidence (needs a threshold)."""
@@ -235,13 +259,13 @@ class EntropyPolicy(_FrameMeanPolicy):
             plogp = log_probs.exp() * log_probs
             plogp = torch.where(torch.isfinite(log_probs), plogp, torch.zeros_like(plogp))
             entropy = -plogp.sum(-1)
-        return _mean_entropy_share(entropy, log_probs.size(1))
+        return mean_entropy_share(entropy, log_probs.size(1))
 
     def confidence_from_stats(self, stats: FrameStats, blank_id: int = 0) -> Optional[float]:
         entropy = stats.entropy()  # H = log Z - E_p[z], per frame
         if not stats.finite and not bool(torch.isfinite(entropy).all()):
             return None  # -inf logits on the torch path: p log p needs its 0 rule
-        return _mean_entropy_share(entropy, stats.vocab_size)
+        return mean_entropy_share(entropy, stats.vocab_size)
 
 
 class MaxPosteriorPolicy(_FrameMeanPolicy):
@@ -252,25 +276,11 @@ class MaxPosteriorPolicy(_FrameMeanPolicy):
     def confidence(self, log_probs: torch.Tensor, blank_id: int = 0) -> float:
         log_probs = _check_frames(log_probs)
         best, arg = log_probs.max(-1)
-        return _mean_over_nonblank(best.exp(), arg, blank_id)
+        return mean_over_nonblank(best.exp(), arg, blank_id)
 
     def confidence_from_stats(self, stats: FrameStats, blank_id: int = 0) -> Optional[float]:
         # max_v p_t(v) = exp(max z - log Z); argmax: the first of equal maxima, as torch's
-        return _mean_over_nonblank(stats.max_posterior(), stats.argmax, blank_id)
-
-
-def _mean_entropy_share(entropy: torch.Tensor, vocab_size: int) -> float:
-    """Mean frame entropy (nats) over its maximum log V, clamped to [0, 1] (rounding)."""
-    value = float(entropy.mean()) / math.log(vocab_size)
-    return min(max(value, 0.0), 1.0)
-
-
-def _mean_over_nonblank(values: torch.Tensor, best_token: torch.Tensor, blank_id: int) -> float:
-    """Mean of per-frame values over the frames whose best token is not blank (all if none)."""
-    nonblank = best_token != blank_id
-    if bool(nonblank.any()):
-        values = values[nonblank]
-    return float(values.mean())
+        return mean_over_nonblank(stats.max_posterior(), stats.argmax, blank_id)
 
 
 def _logaddexp(a: float, b: float) -> float:
@@ -423,6 +433,53 @@ class OraclePolicy(ExitPolicy):
         return chosen, {k: 1.0 - w for k, w in wers.items()}
 
 
+class _TracePolicy(ExitPolicy):
+    """A policy that reads the trace of the exits before (greedy CTC hypotheses, frame
+    statistics): the decoder hands it :meth:`confidence_from_trace`, not the logits."""
+
+    uses_frame_stats = True
+    uses_trace = True
+
+    def confidence(self, log_probs: torch.Tensor, blank_id: int = 0) -> float:
+        raise RuntimeError(f"the {self.name} policy reads the exits before: use select_exit()")
+
+    def confidence_from_logits(
+        self, logits: torch.Tensor, blank_id: int = 0, stats: Optional[FrameStats] = None
+    ) -> float:
+        return self.confidence(logits, blank_id)
+
+
+class AgreementPolicy(_TracePolicy):
+    """Stop when the greedy CTC hypothesis has stopped changing (patience, as PABEE:
+    Zhou et al., "BERT Loses Patience", NeurIPS 2020).
+
+    The confidence at exit k is the number of consecutive exits ending at k whose greedy CTC
+    hypothesis is within ``max_edits`` token edits (default 0: identical) of the one before;
+    the threshold is the patience p: the policy stops at the first exit k where the
+    hypotheses of exits k-p..k agree (p >= 1; a larger p is safer).
+    """
+
+    name = "agreement"
+    threshold_range = (1.0, math.inf)
+
+    def __init__(self, threshold: Optional[float] = None, max_edits: int = 0):
+        super().__init__(threshold)
+        if isinstance(max_edits, bool) or not isinstance(max_edits, int) or max_edits < 0:
+            raise ValueError(f"max_edits: {max_edits!r} is not an integer >= 0")
+        self.max_edits = max_edits
+
+    def confidence_from_trace(self, trace: Sequence[ExitView]) -> float:
+        n = 0
+        for view in reversed(trace):
+            if view.edits_prev is None or view.edits_prev > self.max_edits:
+                break
+            n += 1
+        return float(n)
+
+    def __repr__(self) -> str:
+        return f"AgreementPolicy(threshold={self.threshold}, max_edits={self.max_edits})"
+
+
 def select_exit(
     policy: ExitPolicy,
     exits: Sequence[int],
@@ -433,10 +490,19 @@ def select_exit(
 
     ``log_probs_at`` is called only for the exits the policy evaluates (up to the accepted
     one); the last exit always accepts. Returns (exit, {exit: confidence} evaluated).
+    A policy with ``uses_trace`` sees the exits before through an :class:`ExitTracker`.
     """
-    return first_accepted_exit(
-        policy, exits, lambda k: policy.confidence(log_probs_at(k), blank_id)
-    )
+    if not policy.uses_trace:
+        return first_accepted_exit(
+            policy, exits, lambda k: policy.confidence(log_probs_at(k), blank_id)
+        )
+    tracker = ExitTracker(policy, 1, exits, blank_id)
+
+    def confidence_at(k: int) -> float:
+        frames = _check_frames(log_probs_at(k))
+        return tracker.confidences(k, frames[None], torch.tensor([frames.size(0)]))[0][0]
+
+    return first_accepted_exit(policy, exits, confidence_at)
 
 
 def first_accepted_exit(
@@ -470,6 +536,7 @@ POLICIES: Dict[str, Type[ExitPolicy]] = {
     "max_posterior": MaxPosteriorPolicy,
     "nbest_posterior": NBestPosteriorPolicy,
     "oracle": OraclePolicy,
+    "agreement": AgreementPolicy,
 }
 
 

@@ -259,8 +259,11 @@ def _test_set_section(ts: str, rs: List[ScoredDir], costs: Dict[int, dict]) -> L
     return out
 
 
-def render_results_md(exp_dir: PathLike, rows: List[ScoredDir], plots: Sequence[str] = ()) -> str:
-    """RESULTS.md text for :func:`collect_results` rows."""
+def render_results_md(
+    exp_dir: PathLike, rows: List[ScoredDir], plots: Sequence[str] = (), notes: Sequence[str] = ()
+) -> str:
+    """RESULTS.md text for :func:`collect_results` rows; ``notes`` (e.g. the guarantee of a
+    risk-controlled threshold) are listed under "Selected thresholds"."""
     exp_dir = Path(exp_dir)
     costs = load_exit_costs(exp_dir)
     out = [
@@ -300,6 +303,8 @@ def render_results_md(exp_dir: PathLike, rows: List[ScoredDir], plots: Sequence[
         "utterances of the share of the exit each one took. RTF from timing.json.",
         "",
     ]
+    if notes:
+        out += ["## Selected thresholds", "", *(f"- {n}" for n in notes), ""]
     for p in plots:
         out.append(f"![{Path(p).stem}]({Path(p).name})")
     return "\n".join(out).rstrip() + "\n"
@@ -388,8 +393,10 @@ def plot_wer_vs_compute(rows: List[ScoredDir], path: PathLike) -> Path:
     return path
 
 
-def make_results(exp_dir: PathLike, out_md: Optional[PathLike] = None) -> List[Path]:
-    """Write RESULTS.md (default ``exp_dir/RESULTS.md``) and, next to it,
+def make_results(
+    exp_dir: PathLike, out_md: Optional[PathLike] = None, notes: Sequence[str] = ()
+) -> List[Path]:
+    """Write RESULTS.md (default ``exp_dir/RESULTS.md``, with ``notes``) and, next to it,
     ``wer_vs_exit.png`` and ``wer_vs_compute.png``.  Returns the written paths."""
     exp_dir = Path(exp_dir)
     out_md = Path(out_md) if out_md is not None else exp_dir / "RESULTS.md"
@@ -398,5 +405,5 @@ def make_results(exp_dir: PathLike, out_md: Optional[PathLike] = None) -> List[P
         logger.warning("no scored decode dirs under %s", exp_dir)
     p1 = plot_wer_vs_exit(rows, out_md.parent / "wer_vs_exit.png")
     p2 = plot_wer_vs_compute(rows, out_md.parent / "wer_vs_compute.png")
-    atomic_write_text(out_md, render_results_md(exp_dir, rows, plots=(p1, p2)))
+    atomic_write_text(out_md, render_results_md(exp_dir, rows, plots=(p1, p2), notes=notes))
     return [out_md, p1, p2]

@@ -17,14 +17,31 @@ caller's tie-break. Points without a WER or without a share never fit.
 - :func:`best_fixed_exit`: the best fixed exit on one test set within the budget.
 
 The threshold is meant to be chosen on a dev set and then applied to the test sets.
-This module imports neither torch nor espnet.
+
+Risk-controlled thresholds (:func:`select_threshold_risk`, ``make_results --select_threshold
+<set> <policy> --risk EPS --delta DELTA``): the *risk* of a threshold is the fraction of
+utterances whose hypothesis differs from the last exit's. Among the thresholds decoded on the
+calibration set, ordered from safe to aggressive (:func:`safe_to_aggressive`), Learn-then-Test
+(Angelopoulos, Bates, Candes, Jordan and Lei, "Learn then Test: Calibrating predictive
+algorithms to achieve risk control", arXiv:2110.01052, 2021), as CALM uses it for early exits
+(Schuster et al., "Confident Adaptive Language Modeling", NeurIPS 2022), tests the null
+hypothesis "risk > EPS" of each threshold in that order with the exact binomial tail p-value
+``P[Binomial(n, EPS) <= disagreements]`` (:func:`binomial_tail_pvalue`) and stops at the first
+one it cannot reject at level DELTA (fixed-sequence testing: no multiplicity correction is
+needed). The last rejected threshold is returned: with probability >= 1 - DELTA over the draw
+of the calibration utterances (i.i.d. with the test utterances), its risk is <= EPS.
+
+This module imports neither torch nor espnet (the policies' direction is looked up lazily).
 """
 
 from __future__ import annotations
 
+import math
 import os
-from typing import Callable, Iterable, List, Optional, Tuple, TypeVar, Union
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar, Union
 
+from espnet_early_exit.fileio import read_table
 from espnet_early_exit.results import ScoredDir, collect_results
 
 PathLike = Union[str, os.PathLike]
@@ -119,3 +136,136 @@ def best_fixed_exit(
     smaller share, then the lower exit)."""
     fixed = [r for r in rows if r.test_set == test_set and r.is_fixed]
     return best_within_budget(fixed, max_share, row_wer, _row_share, lambda r: r.exit)
+
+
+# --------------------------------------------------------------------------------------
+# risk-controlled thresholds (Learn-then-Test)
+# --------------------------------------------------------------------------------------
+def binomial_tail_pvalue(n_errors: int, n: int, eps: float) -> float:
+    """``P[Binomial(n, eps) <= n_errors]``: the exact p-value of the null "risk > eps" after
+    ``n_errors`` disagreements in ``n`` i.i.d. utterances (a sum of binomial terms, in log
+    space)."""
+    if n < 0 or not 0 <= n_errors or not 0.0 <= eps <= 1.0:
+        raise ValueError(f"binomial_tail_pvalue({n_errors}, {n}, {eps}): bad arguments")
+    if n_errors >= n or eps == 0.0:
+        return 1.0
+    if eps == 1.0:
+        return 0.0
+    log_eps, log_rest = math.log(eps), math.log1p(-eps)
+    terms = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+        + i * log_eps + (n - i) * log_rest
+        for i in range(n_errors + 1)
+    ]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+def fixed_sequence_test(pvalues: Sequence[float], delta: float) -> int:
+    """How many of ``pvalues`` (in the fixed order) are rejected at level ``delta``: the
+    length of their leading run of p-values <= delta."""
+    n = 0
+    for p in pvalues:
+        if p > delta:
+            break
+        n += 1
+    return n
+
+
+def safe_to_aggressive(policy: str, thresholds: Iterable[float]) -> List[float]:
+    """``thresholds`` of ``policy`` ordered from the one that exits latest to the one that
+    exits earliest, from the policy's direction alone (never from data): descending for a
+    confidence (exit when >= threshold), ascending for an uncertainty (exit when <)."""
+    from espnet_early_exit.policies import POLICIES  # torch: only when needed
+
+    if policy not in POLICIES or POLICIES[policy].threshold_range is None:
+        raise ValueError(f"{policy!r} is not a policy with a threshold")
+    return sorted(thresholds, reverse=POLICIES[policy].higher_is_confident)
+
+
+@dataclass
+class RiskSelection:
+    """The outcome of :func:`ltt_select`: ``threshold`` None when not even the safest one
+    was certified. ``tests`` lists ``(threshold, disagreements, p-value)`` in testing order
+    (up to and including the first one not rejected)."""
+
+    threshold: Optional[float]
+    eps: float
+    delta: float
+    n: int
+    n_disagree: Optional[int] = None
+    p_value: Optional[float] = None
+    tests: List[Tuple[float, int, float]] = field(default_factory=list)
+
+    @property
+    def empirical_risk(self) -> Optional[float]:
+        return None if self.n_disagree is None else self.n_disagree / max(self.n, 1)
+
+    def guarantee(self, policy: str, test_set: str) -> str:
+        """One sentence stating what was certified (RESULTS.md)."""
+        what = (f"with probability >= {1 - self.delta:g} over the calibration draw, at most "
+                f"{100 * self.eps:g} % of utterances get a hypothesis other than the last exit's")
+        if self.threshold is None:
+            return (f"{policy}: no threshold certified on {test_set} ({self.n} utts) for {what}; "
+                    "decode at the last exit")
+        return (f"{policy} threshold {self.threshold:g} (calibrated on {test_set}, {self.n} "
+                f"utts, {self.n_disagree} disagreements, p = {self.p_value:.3g}): {what} "
+                "(Learn-then-Test, fixed-sequence binomial test)")
+
+
+def ltt_select(
+    disagreements: Sequence[Tuple[float, Sequence[bool]]], eps: float, delta: float
+) -> RiskSelection:
+    """Learn-then-Test over ``(threshold, per-utterance disagreement flags)`` given in the
+    order safe -> aggressive: the most aggressive threshold whose null "risk > eps" is
+    rejected, testing in that order and stopping at the first one that is not."""
+    if not 0.0 < eps < 1.0 or not 0.0 < delta < 1.0:
+        raise ValueError(f"risk {eps} and delta {delta} must lie in (0, 1)")
+    sizes = {len(flags) for _, flags in disagreements}
+    if len(sizes) > 1:
+        raise ValueError(f"thresholds scored on different numbers of utterances: {sorted(sizes)}")
+    n = sizes.pop() if sizes else 0
+    tests = []
+    for threshold, flags in disagreements:
+        k = int(sum(bool(f) for f in flags))
+        tests.append((threshold, k, binomial_tail_pvalue(k, n, eps)))
+    n_ok = fixed_sequence_test([p for _, _, p in tests], delta)
+    out = RiskSelection(None, eps, delta, n, tests=tests[: n_ok + 1])
+    if n_ok:
+        out.threshold, out.n_disagree, out.p_value = tests[n_ok - 1]
+    return out
+
+
+def _texts(path: PathLike) -> Dict[str, str]:
+    return {u: " ".join(t.split()) for u, t in read_table(path, duplicates="last").items()}
+
+
+def select_threshold_risk(
+    exp_dir: PathLike,
+    test_set: str,
+    policy: str,
+    eps: float,
+    delta: float,
+    decode: Optional[str] = None,
+) -> RiskSelection:
+    """:func:`ltt_select` on the decode dirs of ``exp_dir``: every ``<policy>_th<t>/text``
+    of ``test_set`` compared, utterance by utterance, with the last exit's ``exit<K>/text``
+    of the same decode dir (an utterance missing from a file counts as an empty text)."""
+    rows = [r for r in collect_results(exp_dir)
+            if r.test_set == test_set and (decode is None or r.decode == decode)]
+    mine = [r for r in rows if r.policy == policy and r.threshold is not None]
+    decodes = sorted({r.decode for r in mine})
+    if len(decodes) != 1:
+        raise ValueError(f"{test_set}/{policy}: need its thresholds in exactly one decode dir "
+                         f"(found {decodes}; pass decode=)")
+    fixed = [r for r in rows if r.is_fixed and r.decode == decodes[0]]
+    if not fixed:
+        raise ValueError(f"{decodes[0]}/{test_set}: no exit<k> dir to compare with")
+    last = _texts(max(fixed, key=lambda r: r.exit).path / "text")
+    by_threshold = {r.threshold: _texts(r.path / "text") for r in mine}
+    utts = sorted(set(last).union(*by_threshold.values()))
+    ordered = safe_to_aggressive(policy, by_threshold)
+    return ltt_select(
+        [(t, [by_threshold[t].get(u, "") != last.get(u, "") for u in utts]) for t in ordered],
+        eps, delta,
+    )

@@ -185,6 +185,7 @@ def test_render_grid_md(tmp_path):
 
 
 # ------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
 def test_mini_an4_grid_end_to_end(tmp_path):
     grid = load_grid(GRIDS / "mini_an4.yaml", REPO)
     start = time.monotonic()

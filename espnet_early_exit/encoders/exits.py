@@ -16,6 +16,7 @@ knows ``encoder_out`` still works with the final exit.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
@@ -155,11 +156,32 @@ class MultiExitEncoder(AbsEncoder):
             )
         drop = self.training and self.exit_layer_drop_rate > 0
         for index in range(state.layer, to_layer):
-            if drop and torch.rand(()).item() < self.exit_layer_drop_rate:
+            if drop and self._layer_drop_coin() < self.exit_layer_drop_rate:
                 state = EncoderState(state.hidden, state.masks, index + 1, state.extra)
                 continue
             state = self.run_block(index, state)
         return state
+
+    def _layer_drop_coin(self) -> float:
+        """Layer drop's draw for one block, from the encoder's own generator, seeded from
+        torch's global seed (ESPnet seeds every DDP rank alike, again at every epoch): every
+        rank drops the same blocks on the same step, as one process on the whole batch would,
+        whatever else (dropout, masking) drew from torch's generator on that rank."""
+        seed = torch.initial_seed()
+        if getattr(self, "_layer_drop_seed", None) != seed:
+            self._layer_drop_rng = random.Random(seed)
+            self._layer_drop_seed = seed
+        return self._layer_drop_rng.random()
+
+    def unused_parameter_reasons(self) -> List[str]:
+        """Why a training step may leave some trainable parameters without a gradient (so
+        that DistributedDataParallel needs ``find_unused_parameters``); [] if none."""
+        if self.exit_layer_drop_rate > 0:
+            return [
+                f"encoder layer_drop_rate {self.exit_layer_drop_rate}: a dropped block's "
+                "parameters get no gradient on that step"
+            ]
+        return []
 
     def exit_output(self, state: EncoderState) -> torch.Tensor:
         """The normalised output of the exit at block `state.layer`: (B, T', D)."""

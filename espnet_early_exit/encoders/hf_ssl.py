@@ -290,6 +290,24 @@ class EEHuggingFaceSSLEncoder(MultiExitEncoder):
         """Whether the next training forward keeps the backbone frozen."""
         return int(self.num_training_calls) < self.freeze_backbone_steps
 
+    def unused_parameter_reasons(self) -> List[str]:
+        reasons = super().unused_parameter_reasons()
+        if self.freeze_backbone_steps > 0:
+            reasons.append(
+                f"encoder freeze_backbone_steps {self.freeze_backbone_steps}: the backbone "
+                "gets no gradient while it is frozen"
+            )
+        embed = getattr(self.backbone, "masked_spec_embed", None)
+        masks = self.apply_spec_augment and (
+            float(getattr(self.backbone.config, "mask_time_prob", 0.0) or 0.0) > 0
+        )
+        if embed is not None and embed.requires_grad and not masks:
+            reasons.append(
+                "encoder apply_spec_augment off (or mask_time_prob 0): the backbone's "
+                "masked_spec_embed is never used"
+            )
+        return reasons
+
     def _grad_context(self, frozen: bool):
         return torch.no_grad() if frozen else contextlib.nullcontext()
 

@@ -20,7 +20,7 @@
 #   ft        EE fine-tuned from the single-exit 6-block model (add_exits, then --init_param;
 #             --ft_epochs epochs)
 #   conv1d4   the EE model with the light conv1d4 front, and its exit policies on dev and test
-#   tables    <workdir>/study_results.md (or --out), written by study_tables.py
+#   tables    <workdir>/study_results.md (--out) and .json (--results docs/results/fsdd/study.json)
 # Default parts: prep ee interctc decode policies tables (add "single ft conv1d4" for the rest).
 #
 # Options: --fsdd_dir DIR (FSDD recordings/), --workdir DIR (data/ dump/ exp/ go here; default
@@ -46,6 +46,8 @@ ft_epochs=3
 parts="prep ee interctc decode policies tables"
 policies="entropy:0.01,0.02,0.03,0.05,0.08,0.15 max_posterior:0.9,0.95,0.98 nbest_posterior:0.9,0.99 oracle"
 out=
+results=
+invocation="$(printf '%q ' "$0" "$@")"
 while [ $# -gt 0 ]; do
     case "$1" in
         --fsdd_dir) fsdd_dir=$2; shift 2 ;;
@@ -60,6 +62,7 @@ while [ $# -gt 0 ]; do
         --single_depths) single_depths=$2; shift 2 ;;
         --ft_epochs) ft_epochs=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
+        --results) results=$2; shift 2 ;;
         -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
         *) echo "study.sh: unknown option $1 (--help)" >&2; exit 2 ;;
     esac
@@ -68,6 +71,8 @@ mkdir -p "${workdir}"
 workdir="$(cd "${workdir}" && pwd)"
 fsdd_dir="$(cd "${fsdd_dir}" && pwd)"
 [ -n "${out}" ] || out="${workdir}/study_results.md"
+[ -n "${results}" ] || results="${workdir}/study_results.json"
+printf '%s\t%s\n' "$(date -u +%FT%T)" "${invocation% }" >>"${workdir}/study_commands.tsv"
 python=${PYTHON:-python3}
 conf="${here}/conf"
 times="${workdir}/study_times.tsv"
@@ -146,6 +151,8 @@ if has conv1d4; then
 fi
 if has tables; then
     "${python}" "${here}/study_tables.py" --out "${out}" --times "${times}" \
+        --results "${results}" --commands "${workdir}/study_commands.tsv" \
+        --equivalence "${exp}/asr_interctc6_as_ee/equivalence.json" \
         --test_sets test test_unseen_spk dev \
         --model "EE from scratch (per-exit norm+head)=${exp}/asr_ee6" \
         --model "ESPnet interCTC (shared norm+head)=${exp}/asr_interctc6_as_ee" \

@@ -14,6 +14,7 @@ markdown from that dict. A threshold under a budget is chosen on the dev set
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -126,6 +127,34 @@ def collect_study(models: List[Model], policy_exps: Sequence[Path], test_sets: S
     return data
 
 
+def collect_facts(models: List[Model], equivalence: Optional[Path]) -> Dict[str, Any]:
+    """What the study's page says besides its tables: words per set (the first model's scored
+    exits), each model's experiment dirs, encoder parameters and front-end share
+    (exit_costs.json), and the interCTC equivalence check (its equivalence.json)."""
+    words: Dict[str, int] = {}
+    for exp in models[0][1] if models else []:
+        for r in collect_results(exp):
+            if r.is_fixed and r.wer and "n_ref" in r.wer:
+                words.setdefault(r.test_set, int(r.wer["n_ref"]))
+    rows = []
+    for name, exps in models:
+        path = exps[0] / "exit_costs.json"
+        costs = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        rows.append({"model": name, "exps": [e.name for e in exps],
+                     **{k: costs.get(k) for k in ("encoder_params", "front_share", "front_gflops")}})
+    eq = (json.loads(equivalence.read_text(encoding="utf-8"))
+          if equivalence is not None and equivalence.is_file() else None)
+    return {"words": words, "models": rows, "equivalence": eq}
+
+
+def read_commands(path: Optional[Path]) -> List[Dict[str, str]]:
+    """``date<TAB>command`` lines: every study.sh invocation on the workdir."""
+    if path is None or not path.is_file():
+        return []
+    return [dict(zip(("date", "command"), line.split("\t", 1)))
+            for line in path.read_text(encoding="utf-8").splitlines() if "\t" in line]
+
+
 def _row_wer(r: Optional[ScoredDir]) -> Optional[float]:
     return None if r is None else row_wer(r)
 
@@ -230,6 +259,12 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--budgets", nargs="+", type=float, default=[0.5, 0.75])
     p.add_argument("--times", type=Path, default=None, help="TSV: part<TAB>seconds")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--results", type=Path, default=None,
+                   help="also write the numbers as JSON (docs/results/fsdd/study.json), with "
+                        "the study's commands (--commands), the machine, commit and date")
+    p.add_argument("--commands", type=Path, default=None, help="TSV: date<TAB>study command")
+    p.add_argument("--equivalence", type=Path, default=None,
+                   help="the interCTC model's equivalence.json (interctc_to_ee)")
     return p
 
 
@@ -247,6 +282,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                          args.budgets, args.times)
     text = render_study_md(data)
     atomic_write_text(args.out, text + "\n")
+    if args.results:
+        from espnet_early_exit import provenance
+
+        provenance.write_results(args.results, {
+            **provenance.record("fsdd_study"), "commands": read_commands(args.commands), **data,
+            **collect_facts(models, args.equivalence)})
     print(text)
     return 0
 
