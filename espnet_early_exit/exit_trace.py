@@ -84,7 +84,8 @@ class ExitView:
 
     exit: int
     index: int
-    tokens: Tuple[int, ...]  # greedy CTC hypothesis
+    tokens: Optional[Tuple[int, ...]]  # greedy CTC hypothesis (None: rebuilt from features)
+    hyp_len: int
     n_frames: int
     entropy: float
     max_posterior: float
@@ -96,11 +97,26 @@ class ExitView:
         values = {
             "index": self.index, "n_frames": self.n_frames, "entropy": self.entropy,
             "max_posterior": self.max_posterior, "blank_ratio": self.blank_ratio,
-            "hyp_len": len(self.tokens),
+            "hyp_len": self.hyp_len,
             "edits_prev": -1 if self.edits_prev is None else self.edits_prev,
             "streak": self.streak,
         }
         return {name: float(values[name]) for name in FEATURES}
+
+    @classmethod
+    def from_features(cls, k: int, features: Dict[str, float]) -> "ExitView":
+        """The view of exit k recorded as :data:`FEATURES` (without its tokens)."""
+        missing = [name for name in FEATURES if name not in features]
+        if missing:
+            raise ValueError(f"exit {k}: features {missing} missing")
+        edits = int(features["edits_prev"])
+        return cls(
+            exit=k, index=int(features["index"]), tokens=None,
+            hyp_len=int(features["hyp_len"]), n_frames=int(features["n_frames"]),
+            entropy=features["entropy"], max_posterior=features["max_posterior"],
+            blank_ratio=features["blank_ratio"], edits_prev=None if edits < 0 else edits,
+            streak=int(features["streak"]),
+        )
 
 
 def agreement_streak(edits_prev: Optional[int], prev: Optional["ExitView"]) -> int:
@@ -124,6 +140,7 @@ def exit_view(
         exit=k,
         index=index,
         tokens=tokens,
+        hyp_len=len(tokens),
         n_frames=int(ids.numel()),
         entropy=mean_entropy_share(entropy, stats.vocab_size),
         max_posterior=mean_over_nonblank(stats.max_posterior(), ids, blank_id),
@@ -133,9 +150,9 @@ def exit_view(
     )
 
 
-def format_features(view: ExitView) -> str:
+def format_features(features: Dict[str, float]) -> str:
     """``"index:0 n_frames:12 ..."`` (the ``features`` file's format)."""
-    return " ".join(f"{k}:{v:.6g}" for k, v in view.features().items())
+    return " ".join(f"{k}:{v:.6g}" for k, v in features.items())
 
 
 def parse_features(value: str) -> Dict[str, float]:
@@ -155,25 +172,28 @@ class ExitTracker:
         n_utt: utterances in the batch.
         exit_layers: the model's exits (a view's ``index`` is the exit's position in it).
         blank_id: the CTC blank.
-        record: also keep views for a policy without ``uses_trace`` (for the features of an
-            all-exits pass; needs frame statistics).
+
+    A policy with ``uses_trace`` gets each row's view of the exit appended to its trace by
+    :meth:`confidences`; :meth:`observe` records views for any policy (the all-exits pass
+    records the :data:`FEATURES` of every exit); a view is recorded once per exit.
     """
 
-    def __init__(self, policy, n_utt: int, exit_layers: Sequence[int], blank_id: int,
-                 record: bool = False):
+    def __init__(self, policy, n_utt: int, exit_layers: Sequence[int], blank_id: int):
         self.policy = policy
         self.exit_layers = list(exit_layers)
         self.blank_id = blank_id
-        self.record = record or bool(getattr(policy, "uses_trace", False))
         self.traces: List[List[ExitView]] = [[] for _ in range(n_utt)]
 
     def observe(self, k: int, stats: FrameStats, lengths: torch.Tensor,
                 rows: Optional[Sequence[int]] = None) -> None:
         """Append exit k's view to the trace of each batch row (``rows``: the utterance
-        index of each row; default: row b is utterance b)."""
+        index of each row; default: row b is utterance b), from the statistics of all the
+        row's frames; a row that has a view of exit k already keeps it."""
         index = self.exit_layers.index(k)
         for row in range(int(lengths.size(0))):
             trace = self.traces[row if rows is None else rows[row]]
+            if trace and trace[-1].exit == k:
+                continue
             view = exit_view(stats.frames(row, int(lengths[row])), k, index, self.blank_id,
                              trace[-1] if trace else None)
             trace.append(view)
@@ -190,11 +210,10 @@ class ExitTracker:
         lengths[b] frames), and the frame statistics used: computed once for the batch where
         the policy uses them (``uses_frame_stats``) and none were given; None otherwise."""
         policy = self.policy
-        if stats is None and (policy.uses_frame_stats or self.record):
+        if stats is None and policy.uses_frame_stats:
             stats = frame_stats(logits)
-        if self.record:
-            self.observe(k, stats, lengths, rows)
         if getattr(policy, "uses_trace", False):
+            self.observe(k, stats, lengths, rows)
             return [
                 policy.confidence_from_trace(self.traces[row if rows is None else rows[row]])
                 for row in range(logits.size(0))

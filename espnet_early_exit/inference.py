@@ -82,6 +82,7 @@ class EarlyExitResult:
     hyp: Hypothesis
     exit_layer: int
     confidences: Dict[int, float] = field(default_factory=dict)
+    features: Optional[Dict[str, float]] = None  # all-exits pass: exit_trace.FEATURES
 
     @property
     def score(self) -> float:
@@ -160,7 +161,7 @@ class EarlyExitSpeech2Text(Speech2Text):
         exit_layer: the exit of the ``fixed`` policy (default: the last exit); must be one of
             the model's exits. Only for ``fixed``.
         exit_policy: a name in ``policies.POLICIES``: ``fixed``, ``entropy``,
-            ``max_posterior``, ``nbest_posterior`` or ``oracle``.
+            ``max_posterior``, ``nbest_posterior``, ``agreement``, ``learned`` or ``oracle``.
         exit_threshold: the dynamic policy's threshold (see policies.py for its range and
             direction). Checked here; a dynamic policy without one can still compute
             confidences in :meth:`decode_all_exits`, but ``__call__`` needs it.
@@ -553,14 +554,13 @@ class EarlyExitSpeech2Text(Speech2Text):
             self._sync()
             t1 = time.perf_counter()
             t_encoder += t1 - t0
-            logits = stats = None
-            if self.greedy:
-                logits = model.ctc_at(k).ctc_lo(out)
-                stats = frame_stats(logits)
+            logits = model.ctc_at(k).ctc_lo(out)  # the features (and greedy search) need it
+            stats = frame_stats(logits)
             self._sync()
             t_head = time.perf_counter() - t1
+            tracker.observe(k, stats, olens)
             if with_conf:
-                if policy.frame_stride == 1 and logits is not None:
+                if policy.frame_stride == 1:
                     row_confs, _ = tracker.confidences(k, logits, olens, stats)
                 else:
                     z_conf, conf_lens, _ = self._policy_logits(k, out, olens)
@@ -568,7 +568,7 @@ class EarlyExitSpeech2Text(Speech2Text):
                 for i in range(n_utt):
                     confs[i][k] = row_confs[i]
             t2 = time.perf_counter()
-            decoded = self._decode_at(k, out, olens, logits, stats)
+            decoded = self._decode_at(k, out, olens, logits if self.greedy else None, stats)
             self._sync()
             t_search = time.perf_counter() - t2
             if timings is not None:
@@ -577,6 +577,8 @@ class EarlyExitSpeech2Text(Speech2Text):
                 timings[k] = timings.get(k, 0.0) + t_k
             for i, d in enumerate(decoded):
                 out_per_utt[i][k] = self._wrap(d, k, dict(confs[i]))
+                for r in out_per_utt[i][k]:
+                    r.features = tracker.view(i, k).features()
         if policy.needs_reference:
             for i, by_exit in enumerate(out_per_utt):
                 if refs[i] is None:

@@ -220,6 +220,7 @@ class _FrameMeanPolicy(ExitPolicy):
     """
 
     uses_frame_stats = True
+    view_field: ClassVar[str] = ""  # the ExitView number that equals the confidence
 
     def __init__(self, threshold: Optional[float] = None, frame_stride: int = 1):
         super().__init__(threshold)
@@ -244,12 +245,21 @@ class _FrameMeanPolicy(ExitPolicy):
         """The confidence from the frames' statistics; None where they are not finite."""
         raise NotImplementedError
 
+    def confidence_from_trace(self, trace: Sequence[ExitView]) -> float:
+        """The confidence recorded in the exit's view (all frames: frame_stride 1 only)."""
+        if self.frame_stride != 1:
+            raise NotImplementedError(
+                f"{self.name} with frame_stride {self.frame_stride} is not in an exit's view"
+            )
+        return getattr(trace[-1], self.view_field)
+
 
 class EntropyPolicy(_FrameMeanPolicy):
     """Mean per-frame CTC posterior entropy over log V (in [0, 1]); exit when < threshold."""
 
     name = "entropy"
     higher_is_confident = False
+    view_field = "entropy"
 
     def confidence(self, log_probs: torch.Tensor, blank_id: int = 0) -> float:
         log_probs = _check_frames(log_probs)
@@ -272,6 +282,7 @@ class MaxPosteriorPolicy(_FrameMeanPolicy):
     """Mean per-frame max posterior over non-blank frames (all frames if none); exit >=."""
 
     name = "max_posterior"
+    view_field = "max_posterior"
 
     def confidence(self, log_probs: torch.Tensor, blank_id: int = 0) -> float:
         log_probs = _check_frames(log_probs)

@@ -625,3 +625,40 @@ def test_frame_stride_policy(peaky_files):
     with pytest.raises(ValueError, match="not a frame mean"):
         s2t(peaky_files, exit_policy="nbest_posterior", exit_threshold=0.5,
             exit_policy_frame_stride=2)
+
+
+def _agreement_exit(hyps, patience):
+    """The rule of the agreement policy on per-exit greedy hypotheses (in exit order)."""
+    streak = 0
+    for i, k in enumerate(sorted(hyps)):
+        streak = streak + 1 if i and hyps[k] == hyps[sorted(hyps)[i - 1]] else 0
+        if streak >= patience:
+            return k
+    return max(hyps)
+
+
+def test_agreement_policy_real_stopping_and_tradeoff(model_files, data_dir, tmp_path, capsys):
+    from espnet_early_exit.bin.tradeoff import main as tradeoff
+
+    greedy = ("--beam_size", "1", "--ctc_weight", "1.0")
+    run_cli(model_files, data_dir, tmp_path / "all", *greedy, "--all_exits", "true",
+            "--exit_policy", "agreement")
+    per_exit = {k: read(tmp_path / "all" / f"exit{k}" / "1best_recog" / "token_int")
+                for k in (1, 2, 3, 4)}
+    tradeoff(["--all_exits_dir", str(tmp_path / "all"), "--thresholds", "1", "2",
+              "--write_dir", str(tmp_path / "sim")])
+    capsys.readouterr()
+    for patience in (1, 2):
+        real = tmp_path / f"real{patience}"
+        run_cli(model_files, data_dir, real, *greedy, "--batch_size", "2",
+                "--exit_policy", "agreement", "--exit_threshold", str(patience))
+        exits = read(real / "1best_recog" / "exit")
+        for u in ("utt1", "utt2", "utt3"):
+            want = _agreement_exit({k: per_exit[k][u] for k in per_exit}, patience)
+            assert int(exits[u]) == want, (patience, u)
+        sim = tmp_path / "sim" / f"agreement_th{patience}" / "1best_recog"
+        for name in ("text", "token_int", "exit", "confidence"):
+            assert read(sim / name) == read(real / "1best_recog" / name), (patience, name)
+    dec = s2t(model_files, exit_policy="agreement", exit_threshold=1,
+              exit_policy_conf={"max_edits": 100}, **GREEDY)
+    assert dec(wave())[0].exit_layer == 2  # any two hypotheses are within 100 edits

@@ -261,3 +261,50 @@ def test_frame_stride_option():
     assert get_policy("nbest_posterior", 0.5, frame_stride=4).frame_stride == 1  # not a mean
     with pytest.raises(ValueError, match="frame_stride"):
         get_policy("entropy", 0.5, frame_stride=0)
+
+
+# ------------------------------------------------------------------- agreement, exit trace
+def test_edit_distance_and_exit_view():
+    from espnet_early_exit.exit_trace import FEATURES, edit_distance, exit_view, parse_features
+    from espnet_early_exit.exit_trace import format_features
+
+    assert edit_distance([], []) == 0 and edit_distance([1, 2, 3], []) == 3
+    assert edit_distance([1, 2, 3], [1, 3]) == 1 and edit_distance([1, 2], [2, 1]) == 2
+    lp = peaky([0, 1, 1, 0, 2, 2, 0, 0])
+    first = exit_view(frame_stats(lp), 2, 0, 0)
+    assert first.tokens == (1, 2) and first.edits_prev is None and first.streak == 0
+    assert first.blank_ratio == pytest.approx(0.5) and first.n_frames == 8
+    assert first.entropy == pytest.approx(EntropyPolicy().confidence(lp), abs=1e-5)
+    assert first.max_posterior == pytest.approx(MaxPosteriorPolicy().confidence(lp), abs=1e-5)
+    second = exit_view(frame_stats(lp), 4, 1, 0, first)
+    third = exit_view(frame_stats(peaky([1, 3])), 6, 2, 0, second)
+    assert (second.edits_prev, second.streak, third.edits_prev, third.streak) == (0, 1, 1, 0)
+    feats = parse_features(format_features(third.features()))
+    assert list(feats) == list(FEATURES) and feats["hyp_len"] == 2 and feats["index"] == 2
+
+
+@pytest.mark.parametrize(
+    "patience, max_edits, expected",
+    [(1, 0, 4), (2, 0, 5), (3, 0, 6), (1, 1, 2), (2, 1, 5)],
+)
+def test_agreement_stops_when_hypotheses_settle(patience, max_edits, expected):
+    a, b, c = peaky([1, 0, 2]), peaky([1, 0, 2, 3]), peaky([1, 0, 2, 0, 3])
+    # greedy hypotheses: (1 2), (1), (1 2 3), (1 2 3), (1 2 3), (); edits 1, 2, 0, 0, 3
+    per_exit = {1: a, 2: peaky([1, 1]), 3: b, 4: c, 5: c, 6: flat()}
+    pol = get_policy("agreement", patience, max_edits=max_edits)
+    assert run(pol, per_exit) == expected
+    assert pol.confidence_from_trace([]) == 0.0
+
+
+def test_agreement_confidences_and_range():
+    pol = get_policy("agreement", 1)
+    same = peaky([1, 0, 2])
+    chosen, confs = select_exit(pol, [1, 2, 3], lambda k: same)
+    assert chosen == 2 and confs == {1: 0.0, 2: 1.0}
+    with pytest.raises(ValueError, match="outside"):
+        get_policy("agreement", 0.5)
+    with pytest.raises(ValueError, match="max_edits"):
+        get_policy("agreement", 1, max_edits=-1)
+    with pytest.raises(RuntimeError, match="exits before"):
+        pol.confidence(same)
+    assert "agreement" in POLICIES and POLICIES["agreement"].uses_trace

@@ -4,7 +4,9 @@
 Every option of ESPnet's ``espnet2.bin.asr_inference`` (its parser is reused), plus:
 
   --exit_layer K            exit of the fixed policy (default: the last exit)
-  --exit_policy NAME        fixed | entropy | max_posterior | nbest_posterior | oracle
+  --exit_policy NAME        fixed | entropy | max_posterior | nbest_posterior | agreement |
+                            learned | oracle
+  --exit_policy_conf DICT   further options of the policy ("{max_edits: 1}", "{model: F}")
   --exit_threshold X        threshold of a dynamic policy (see espnet_early_exit/policies.py)
   --exit_policy_nbest N     n of nbest_posterior (default 4)
   --exit_policy_frame_stride N   entropy / max_posterior from every n-th frame (default 1)
@@ -26,7 +28,9 @@ model's (this tool does not resample; a wrong rate stops it with the file's name
 
 With --all_exits true the same files go to ``exit<k>/<n>best_recog/`` for every exit k
 (``confidence`` then holds the policy's numbers at k and before it, when --exit_policy is a
-dynamic policy; the threshold is not needed), ``exit<k>/timing.json`` holds the time as if
+dynamic policy; the threshold is not needed; ``features`` the numbers of
+``espnet_early_exit.exit_trace.FEATURES`` at k, from which the policies' decisions at any
+threshold are derived: ``espnet_early_exit.bin.tradeoff``), ``exit<k>/timing.json`` holds the time as if
 decoding had stopped at k (front-end + blocks up to k + the search at k) and ``timing.json``
 the whole pass.
 """
@@ -48,9 +52,11 @@ from espnet2.fileio.datadir_writer import DatadirWriter
 from espnet2.legacy.nets.pytorch_backend.transformer.subsampling import TooShortUttError
 from espnet2.legacy.utils.cli_utils import get_commandline_args
 from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
+from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import float_or_none, int_or_none, str2bool, str_or_none
 
 from espnet_early_exit.bin._cli import setup_logging
+from espnet_early_exit.exit_trace import format_features
 from espnet_early_exit.fileio import read_table
 from espnet_early_exit.inference import (
     _S2T_PARAMS,
@@ -93,7 +99,7 @@ def get_parser():
         default=None,
         help="Threshold of a dynamic policy: entropy stops when its normalised entropy "
         "< threshold; max_posterior / nbest_posterior when the confidence >= threshold "
-        "(all in [0, 1])",
+        "(all in [0, 1]); agreement: the patience (>= 1), learned: a probability",
     )
     group.add_argument(
         "--exit_policy_nbest",
@@ -107,6 +113,13 @@ def get_parser():
         default=1,
         help="entropy / max_posterior: estimate the confidence from every n-th encoder frame "
         "(cheaper CTC head at the exits that are only evaluated; 1 = exact)",
+    )
+    group.add_argument(
+        "--exit_policy_conf",
+        action=NestedDictAction,
+        default=dict(),
+        help="Further options of the exit policy, e.g. \"{max_edits: 1}\" (agreement) or "
+        "\"{model: exit_policy.json}\" (learned)",
     )
     group.add_argument(
         "--ref_text",
@@ -144,6 +157,8 @@ def _write_nbest(
         w = writer[f"{n}best_recog"]
         w["exit"][key] = str(exit_layer)
         w["confidence"][key] = format_confidences(confidences)
+        if results and results[0].features is not None:
+            w["features"][key] = format_features(results[0].features)
 
 
 def _write_timing(path: Path, wall: float, audio: Optional[float], **extra) -> None:
@@ -175,6 +190,7 @@ def inference(
     exit_threshold: Optional[float],
     exit_policy_nbest: int,
     exit_policy_frame_stride: int,
+    exit_policy_conf: Optional[Dict[str, Any]],
     ref_text: Optional[str],
     all_exits: bool,
     **speech2text_kwargs,
@@ -201,6 +217,7 @@ def inference(
         exit_threshold=exit_threshold,
         exit_policy_nbest=exit_policy_nbest,
         exit_policy_frame_stride=exit_policy_frame_stride,
+        exit_policy_conf=exit_policy_conf,
         **kwargs,
     )
     fs = speech2text.model_fs
