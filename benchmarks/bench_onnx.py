@@ -33,6 +33,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "conf" / "tuning" / "train_ee_conformer_ls100.yaml"
 QUICK_SIZES = {"output_size": 32, "attention_heads": 2, "linear_units": 64}
+# idle onnxruntime threads sleep: spinning ones would steal the cores from the torch runs
+# interleaved with them
+NO_SPIN = {"session.intra_op.allow_spinning": "0"}
 
 
 def build_model(work: Path, vocab: int, quick: bool):
@@ -151,7 +154,8 @@ def main(argv=None) -> None:
         decs = {}
         for name, quant in (("float32", None), ("int8", "int8")):
             export_onnx(work / name, config, model, quantize=quant, cost_seconds=opts.seconds)
-            decs[name] = OnnxEarlyExitSpeech2Text(work / name, num_threads=opts.threads)
+            decs[name] = OnnxEarlyExitSpeech2Text(work / name, num_threads=opts.threads,
+                                                  session_config=NO_SPIN)
         return s2t, decs
 
     payload = {**head, "config": str(CONFIG.relative_to(REPO)),

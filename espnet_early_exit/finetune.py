@@ -536,10 +536,11 @@ def interctc_config_to_ee(config: Dict[str, Any]) -> Dict[str, Any]:
                           exit_decoders="last", share_exit_heads=True)
 
 
-def _greedy_ctc_text(log_probs: torch.Tensor, token_list: Sequence[str]) -> str:
-    """Greedy CTC of one utterance's (T, V) log-probs: repeats collapsed, blanks (0) dropped."""
+def _greedy_ctc_tokens(log_probs: torch.Tensor, token_list: Sequence[str]) -> str:
+    """Greedy CTC of one utterance's (T, V) log-probs: repeats collapsed, blanks (0) dropped,
+    the tokens joined by spaces (tokens, not text: no tokenizer's detokenisation in between)."""
     ids = torch.unique_consecutive(log_probs.argmax(-1)).tolist()
-    return "".join(token_list[i] for i in ids if i != 0).replace("<space>", " ").strip()
+    return " ".join(token_list[i] for i in ids if i != 0)
 
 
 def interctc_to_ee(
@@ -600,12 +601,12 @@ def _verify_interctc(src_exp: Path, out_exp: Path, model_file: str, ee_model: to
         layers.update({int(k): h for k, h in inter})
     layers[int(ee_model.encoder.exit_layers[-1])] = enc
     token_list = list(stock.token_list)
-    stock_text = {k: _greedy_ctc_text(stock.ctc.log_softmax(h)[0], token_list)
+    stock_text = {k: _greedy_ctc_tokens(stock.ctc.log_softmax(h)[0], token_list)
                   for k, h in layers.items()}
 
     s2t = EarlyExitSpeech2Text(str(out_exp / "config.yaml"), str(out_exp / model_file),
                                device="cpu", beam_size=1, ctc_weight=1.0, lm_weight=0.0, nbest=1)
-    ee_text = {int(k): r[0].text for k, r in s2t.decode_all_exits(wav, fs=fs).items()}
+    ee_text = {int(k): " ".join(r[0].token) for k, r in s2t.decode_all_exits(wav, fs=fs).items()}
     ee_enc, _ = ee_model.eval().encode(speech, lengths)
     if isinstance(ee_enc, tuple):
         ee_enc = ee_enc[0]

@@ -117,12 +117,13 @@ class FrameStats:
 
 
 def frame_stats(logits: np.ndarray) -> FrameStats:
-    z = np.asarray(logits, dtype=np.float64)
+    """The statistics of every frame of (T, V) logits (float32 terms, float64 sums)."""
+    z = np.asarray(logits, dtype=np.float32)
     m = z.max(-1)
     shifted = z - m[..., None]
     e = np.exp(shifted)
-    s = e.sum(-1)
-    mean_shift = (e * shifted).sum(-1) / s
+    s = e.sum(-1, dtype=np.float64)
+    mean_shift = np.einsum("tv,tv->t", e, shifted, dtype=np.float64) / s
     return FrameStats(m, np.log(s), mean_shift, z.argmax(-1), z.shape[-1])
 
 
@@ -225,11 +226,15 @@ class OnnxEarlyExitSpeech2Text:
         exit_threshold: the dynamic policy's threshold in [0, 1] (default: the packed one).
         num_threads: onnxruntime's intra-op threads (default: onnxruntime's choice).
         providers: onnxruntime execution providers (default: CPU).
+        session_config: onnxruntime session config entries, e.g.
+            ``{"session.intra_op.allow_spinning": "0"}`` (idle threads sleep instead of
+            spinning: for hosts that share the cores with other work).
     """
 
     def __init__(self, model_dir: PathLike, exit_layer: Optional[int] = None,
                  exit_policy: str = "fixed", exit_threshold: Optional[float] = None,
-                 num_threads: Optional[int] = None, providers: Optional[List[str]] = None):
+                 num_threads: Optional[int] = None, providers: Optional[List[str]] = None,
+                 session_config: Optional[Dict[str, str]] = None):
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir)
         self.exit_layers: List[int] = [int(e["exit"]) for e in self.manifest["exits"]]
@@ -247,7 +252,7 @@ class OnnxEarlyExitSpeech2Text:
         self.sample_rate = self.manifest["sample_rate"]
         self.detokenize = Detokenizer(self.manifest, self.model_dir)
         self._frontend_arrays = self._load_frontend()
-        self.sessions = self._load_sessions(num_threads, providers)
+        self.sessions = self._load_sessions(num_threads, providers, session_config or {})
         self.runs: Counter = Counter()  # graph name -> times run
 
     # ------------------------------------------------------------------------ set-up
@@ -279,10 +284,13 @@ class OnnxEarlyExitSpeech2Text:
         with np.load(path) as data:
             return {k: data[k] for k in ("window", "melmat")}
 
-    def _load_sessions(self, num_threads: Optional[int], providers: Optional[List[str]]):
+    def _load_sessions(self, num_threads: Optional[int], providers: Optional[List[str]],
+                       config: Dict[str, str]):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        for key, value in config.items():
+            options.add_session_config_entry(key, str(value))
         if num_threads:
             options.intra_op_num_threads = int(num_threads)
             options.inter_op_num_threads = 1

@@ -33,6 +33,12 @@ Policies (``POLICIES``; add one with a class and a line there):
     in a row ending at k. It reads the trace of earlier exits
     (:mod:`espnet_early_exit.exit_trace`), built from the frame statistics the decoder
     computes anyway.
+``learned``
+    A per-exit logistic regression on the same trace (frame statistics, hypothesis length,
+    blank ratio, agreement and edit distance with the previous exit) predicts whether the
+    exit's hypothesis equals the last exit's; stops where that probability is >= threshold.
+    Fitted without transcripts by ``python -m espnet_early_exit.bin.fit_exit_policy`` from
+    one all-exits decode, saved beside the model and loaded by name (:meth:`ExitPolicy.prepare`).
 ``oracle`` (analysis only)
     Needs the reference transcript and the hypothesis of every exit: picks the lowest exit
     whose hypothesis has a WER against the reference no higher than the last exit's. Its
@@ -60,11 +66,13 @@ from __future__ import annotations
 
 import inspect
 import math
+from pathlib import Path
 from typing import Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import numpy as np
 import torch
 
+from espnet_early_exit.exit_classifier import DEFAULT_NAME, ExitClassifier
 from espnet_early_exit.exit_trace import (
     ExitTracker,
     ExitView,
@@ -82,6 +90,7 @@ __all__ = [
     "NBestPosteriorPolicy",
     "OraclePolicy",
     "AgreementPolicy",
+    "LearnedPolicy",
     "POLICIES",
     "get_policy",
     "select_exit",
@@ -491,6 +500,44 @@ class AgreementPolicy(_TracePolicy):
         return f"AgreementPolicy(threshold={self.threshold}, max_edits={self.max_edits})"
 
 
+class LearnedPolicy(_TracePolicy):
+    """P(this exit's hypothesis equals the last exit's) from a per-exit logistic regression
+    on the exit's view (:mod:`espnet_early_exit.exit_classifier`); exit when >= threshold.
+
+    Args:
+        threshold: a probability in [0, 1] (higher is safer).
+        model: the fitted model's file: a path, or a name looked up beside the model's file
+            (default ``exit_policy.json``, what ``bin/fit_exit_policy`` writes there).
+    """
+
+    name = "learned"
+
+    def __init__(self, threshold: Optional[float] = None, model: Optional[str] = None):
+        super().__init__(threshold)
+        self.model = model or DEFAULT_NAME
+        self.classifier: Optional[ExitClassifier] = None
+
+    def prepare(self, model_file: Optional[str], exit_layers: Sequence[int]) -> None:
+        path = Path(self.model)
+        if not path.is_file() and model_file is not None:
+            path = Path(model_file).parent / self.model
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"learned exit policy: no {self.model} (nor beside the model file "
+                f"{model_file}); fit one with python -m espnet_early_exit.bin.fit_exit_policy"
+            )
+        self.classifier = ExitClassifier.load(path)
+
+    def confidence_from_trace(self, trace: Sequence[ExitView]) -> float:
+        if self.classifier is None:
+            raise RuntimeError("the learned policy has no model: call prepare() first")
+        view = trace[-1]
+        return self.classifier.probability(view.exit, view.features())
+
+    def __repr__(self) -> str:
+        return f"LearnedPolicy(threshold={self.threshold}, model={self.model!r})"
+
+
 def select_exit(
     policy: ExitPolicy,
     exits: Sequence[int],
@@ -548,6 +595,7 @@ POLICIES: Dict[str, Type[ExitPolicy]] = {
     "nbest_posterior": NBestPosteriorPolicy,
     "oracle": OraclePolicy,
     "agreement": AgreementPolicy,
+    "learned": LearnedPolicy,
 }
 
 

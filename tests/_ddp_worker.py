@@ -15,8 +15,10 @@ the steps, and the parameters seen without a gradient.
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import os
+import time
 from pathlib import Path
 from typing import Dict, List
 
@@ -123,12 +125,9 @@ def _differs_from_rank0(model) -> List[str]:
 
 
 def run_case(name: str, spec: dict, token_list: str, tmp: Path, rank: int) -> Dict:
-    import time
-
     from torch.nn.parallel import DistributedDataParallel
 
     start = time.time()
-
     spec = dict(spec)
     find_unused = spec.pop("find_unused_parameters", None)
     model = _build(case_config(**spec), token_list, tmp / name)
@@ -173,8 +172,9 @@ def run_case(name: str, spec: dict, token_list: str, tmp: Path, rank: int) -> Di
 
 def _worker(rank: int, port: int, out_dir: str, token_list: str, cases: Dict[str, dict]):
     torch.set_num_threads(1)
+    # a collective that one rank never joins fails after 5 minutes instead of hanging
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=WORLD)
+                            world_size=WORLD, timeout=datetime.timedelta(minutes=5))
     results = {}
     try:
         for name, spec in cases.items():

@@ -257,7 +257,7 @@ def test_study_every_part_on_a_few_utterances(tmp_path: Path):
     results = tmp_path / "results"
     cmd = [str(RECIPE / "study.sh"), "--an4_root", str(an4_root), "--workdir", str(tmp_path / "w"),
            "--conf", str(tiny_conf(tmp_path / "conf")), "--ndev_utt", "8", "--epochs", "1",
-           "--ft_epochs", "1", "--seeds", "1", "--single_depths", "1 2",
+           "--ft_epochs", "1", "--seeds", "1", "--single_depths", "1 2", "--concurrent", "true",
            "--policies", "max_posterior:0.5,0.9 entropy:0.3", "--results_dir", str(results)]
     proc = subprocess.run(cmd, env=recipe_env(OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=900)
@@ -275,8 +275,8 @@ def test_study_every_part_on_a_few_utterances(tmp_path: Path):
     assert len(pol["grid"]) == 3
     assert len(st.load(results, "beam")["rows"]) == 2
     parts = {p["part"] for p in st.load(results, "times")["parts"]}
-    for part in ("prep", "train_ee_s1_2threads", "convert_interctc_s1", "decode_stock2_s1",
-                 "ft_add_exits", "train_ee_ft_2threads", "decode_ee_aed_s1_joint_beam10",
+    for part in ("prep", "train_ee_s1_1thread_concurrent", "convert_interctc_s1", "decode_stock2_s1",
+                 "ft_add_exits", "train_ee_ft_1thread_concurrent", "decode_ee_aed_s1_joint_beam10",
                  "policies_ee_s1"):
         assert part in parts, part
     assert (tmp_path / "w" / "study_results.md").read_text() == st.render_study_md(results)

@@ -662,3 +662,59 @@ def test_agreement_policy_real_stopping_and_tradeoff(model_files, data_dir, tmp_
     dec = s2t(model_files, exit_policy="agreement", exit_threshold=1,
               exit_policy_conf={"max_edits": 100}, **GREEDY)
     assert dec(wave())[0].exit_layer == 2  # any two hypotheses are within 100 edits
+
+
+def test_policies_derived_from_one_pass_of_another_policy(peaky_files, data_dir, tmp_path):
+    """A pass recorded with no policy: entropy / max_posterior / agreement at any threshold
+    follow from its features, as decoding them does; flat (stage 12) layout, derived timing."""
+    import shutil
+
+    from espnet_early_exit.bin.tradeoff import main as tradeoff
+    from espnet_early_exit.derive import load_all_exits
+
+    greedy = ("--beam_size", "1", "--ctc_weight", "1.0")
+    run_cli(peaky_files, data_dir, tmp_path / "all", *greedy, "--all_exits", "true")
+    flat = tmp_path / "flat"  # stage 12's merged layout: exit<k>/<file>
+    for k in (1, 2, 3, 4):
+        shutil.copytree(tmp_path / "all" / f"exit{k}" / "1best_recog", flat / f"exit{k}")
+        shutil.copy(tmp_path / "all" / f"exit{k}" / "timing.json", flat / f"exit{k}")
+    assert load_all_exits(flat).flat and load_all_exits(flat).has_features()
+    th = _pick_split_threshold(peaky_files)
+    for policy, t in (("max_posterior", th), ("entropy", 0.5), ("agreement", 1.0)):
+        tradeoff(["--all_exits_dir", str(flat), "--policy", policy, "--thresholds", repr(t),
+                  "--write_dir", str(tmp_path / "sim"), "--dir_names", "x", "--quiet"])
+        real = tmp_path / f"real_{policy}"
+        run_cli(peaky_files, data_dir, real, *greedy, "--exit_policy", policy,
+                "--exit_threshold", repr(t))
+        for name in ("text", "token_int", "exit", "confidence"):
+            assert read(tmp_path / "sim" / "x" / name) == read(real / "1best_recog" / name)
+        timing = json.loads((tmp_path / "sim" / "x" / "timing.json").read_text())
+        assert timing["wall_seconds"] > 0 and "derived" in timing["timing_method"]
+        assert timing["audio_seconds"] == pytest.approx(3.3) and (tmp_path / "sim" / "x" / ".done").is_file()
+    with pytest.raises(ValueError, match="not derivable"):
+        tradeoff(["--all_exits_dir", str(flat), "--policy", "nbest_posterior",
+                  "--thresholds", "0.5"])
+
+
+def test_learned_policy_fit_decode_and_derive(peaky_files, data_dir, tmp_path):
+    from espnet_early_exit.bin import fit_exit_policy
+    from espnet_early_exit.bin.tradeoff import main as tradeoff
+
+    greedy = ("--beam_size", "1", "--ctc_weight", "1.0")
+    run_cli(peaky_files, data_dir, tmp_path / "all", *greedy, "--all_exits", "true")
+    fit = tmp_path / "exit_policy.json"
+    assert fit_exit_policy.main(["--all_exits_dir", str(tmp_path / "all"), "--out", str(fit),
+                                 "--log_level", "WARNING"]) == 0
+    conf = f"{{model: {fit}}}"
+    for t in (0.3, 0.9):
+        real = tmp_path / f"real{t}"
+        run_cli(peaky_files, data_dir, real, *greedy, "--exit_policy", "learned",
+                "--exit_threshold", str(t), "--exit_policy_conf", conf)
+        tradeoff(["--all_exits_dir", str(tmp_path / "all"), "--policy", "learned",
+                  "--policy_conf", conf, "--thresholds", str(t), "--quiet",
+                  "--write_dir", str(tmp_path / "sim"), "--dir_names", f"l{t}"])
+        for name in ("text", "exit"):
+            assert read(tmp_path / "sim" / f"l{t}" / "1best_recog" / name) == read(
+                real / "1best_recog" / name)
+    with pytest.raises(FileNotFoundError):
+        s2t(peaky_files, exit_policy="learned", exit_threshold=0.5, **GREEDY)  # none beside it

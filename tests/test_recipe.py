@@ -67,6 +67,7 @@ def results_rows(results_md: str, test_set: str) -> list[list[str]]:
     return rows
 
 
+@pytest.mark.slow
 def test_default_recipe_results_md_has_every_exit(recipe) -> None:
     results = (recipe["exp"] / "RESULTS.md").read_text()
     for test_set in TEST_SETS:
@@ -81,6 +82,7 @@ def test_default_recipe_results_md_has_every_exit(recipe) -> None:
         assert len(policies) == len(POLICY_DIRS), f"{test_set}: policy rows {policies}"
 
 
+@pytest.mark.slow
 def test_default_recipe_plots_and_costs(recipe) -> None:
     exp = recipe["exp"]
     for name in ("wer_vs_exit.png", "wer_vs_compute.png"):
@@ -90,6 +92,7 @@ def test_default_recipe_plots_and_costs(recipe) -> None:
     assert [e["exit"] for e in costs["exits"]] == exit_layers()
 
 
+@pytest.mark.slow
 def test_default_recipe_packs_the_model(recipe) -> None:
     import zipfile
 
@@ -102,6 +105,7 @@ def test_default_recipe_packs_the_model(recipe) -> None:
     assert any(n.endswith(".pth") for n in names), names
 
 
+@pytest.mark.slow
 def test_default_recipe_decode_dirs(recipe) -> None:
     decodes = list(recipe["exp"].glob("decode_*"))
     assert len(decodes) == 1, decodes
@@ -124,6 +128,7 @@ def test_default_recipe_decode_dirs(recipe) -> None:
                 assert set((d / "exit").read_text().split()[1::2]) == {name[4:]}
 
 
+@pytest.mark.slow
 def test_default_recipe_logs_every_stage(recipe) -> None:
     log = recipe["first"]
     for n in (1, 3, 4, 5, 10, 11, 12, 13, 14):
@@ -133,6 +138,7 @@ def test_default_recipe_logs_every_stage(recipe) -> None:
     assert re.search(r"results: .*RESULTS\.md", log)
 
 
+@pytest.mark.slow
 def test_default_recipe_rerun_skips_every_stage(recipe) -> None:
     log = recipe["second"]
     for n in (1, 3, 4, 5, 10, 11, 12, 13, 14):
@@ -142,6 +148,7 @@ def test_default_recipe_rerun_skips_every_stage(recipe) -> None:
     assert recipe["second_s"] < 60, f"the rerun took {recipe['second_s']:.0f} s"
 
 
+@pytest.mark.slow
 def test_default_recipe_redoes_an_interrupted_stage(recipe) -> None:
     """A stage without its marker (an interrupted run left <dir>.tmp) is cleaned and redone."""
     dump = recipe["workdir"] / "dump" / "raw"
@@ -155,6 +162,7 @@ def test_default_recipe_redoes_an_interrupted_stage(recipe) -> None:
     assert (dump / "train" / "text").read_text() == before
 
 
+@pytest.mark.slow
 def test_second_training_in_the_same_exp_dir_is_refused(recipe) -> None:
     """Two runs on one workdir must not train into the same experiment dir at once."""
     import fcntl

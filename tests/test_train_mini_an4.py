@@ -27,6 +27,7 @@ def an4_data(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_one_epoch_on_mini_an4_logs_per_exit_losses(an4_data):
     root = an4_data
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2")

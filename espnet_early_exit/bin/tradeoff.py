@@ -54,6 +54,9 @@ def get_parser() -> argparse.ArgumentParser:
     ap.add_argument("--ref_text", type=Path, default=None)
     ap.add_argument("--exit_costs", type=Path, default=None)
     ap.add_argument("--write_dir", type=Path, default=None)
+    ap.add_argument("--dir_names", nargs="+", default=None,
+                    help="names of the written dirs, one per threshold (default "
+                         "<policy>_th<threshold>)")
     ap.add_argument("--quiet", action="store_true", help="no table")
     return ap
 
@@ -67,6 +70,9 @@ def main(cmd=None) -> None:
     policy = get_policy(name, **(args.policy_conf or {}))
     policy.prepare(args.model_file, data.exits)
     decisions = policy_decisions(data, policy, args.thresholds)
+    names = args.dir_names or [f"{name}_th{t:g}" for t in args.thresholds]
+    if len(names) != len(args.thresholds):
+        raise ValueError("--dir_names: one name per threshold")
     refs = read_table(args.ref_text, duplicates="last", missing_ok=True) if args.ref_text else {}
     refs = {u: refs[u] for u in data.utts if u in refs}
     share = {}
@@ -75,15 +81,15 @@ def main(cmd=None) -> None:
 
     rows = [(f"exit{k}", float(k), share.get(k), wer(refs, data.tables[k]["text"]))
             for k in data.exits]
-    for t, chosen in decisions.items():
+    for dir_name, (t, chosen) in zip(names, decisions.items()):
         hyps = {u: data.tables[k]["text"].get(u, "") for u, (k, _) in chosen.items()}
         n = max(len(chosen), 1)
         mean_share = sum(share[k] for k, _ in chosen.values()) / n if share else None
-        rows.append((f"{name}_th{t:g}", sum(k for k, _ in chosen.values()) / n, mean_share,
+        rows.append((dir_name, sum(k for k, _ in chosen.values()) / n, mean_share,
                      wer(refs, hyps)))
         if args.write_dir:
             info = {"policy": name, "threshold": t, "policy_conf": args.policy_conf or {}}
-            write_policy_dir(data, chosen, args.write_dir / f"{name}_th{t:g}", info)
+            write_policy_dir(data, chosen, args.write_dir / dir_name, info)
     if args.quiet:
         return
 

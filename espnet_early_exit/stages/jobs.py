@@ -12,7 +12,7 @@ from espnet_early_exit.stages.markers import write_done_marker
 
 logger = logging.getLogger(__name__)
 
-TABLE_FILES = ("text", "token", "token_int", "score", "exit", "confidence")
+TABLE_FILES = ("text", "token", "token_int", "score", "exit", "confidence", "features")
 
 
 def split_keys(key_file: Path, nj: int, out_template: str) -> None:

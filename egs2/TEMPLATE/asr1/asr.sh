@@ -180,8 +180,9 @@ Options (default):
   --batch_size N         (${batch_size})
   --exit_decode_mode X   one_pass: every exit in one pass (--all_exits true); per_exit: one run
                          per exit, stopping there (its RTF is measured) (${exit_decode_mode})
-  --exit_policies STR    "policy:thr,thr ... oracle": one decoding run per threshold, into
-                         <policy>_th<thr>/ (${exit_policies:-none})
+  --exit_policies STR    "policy:thr,thr ... oracle": <policy>_th<thr>/ per threshold; with
+                         one_pass, entropy/max_posterior/agreement/learned are derived from
+                         the all-exits pass, others decode once per threshold (${exit_policies:-none})
   # Scoring
   --score_opts STR       extra options for espnet_early_exit.bin.score (${score_opts:-none})
   # Packing and upload
@@ -662,6 +663,15 @@ if in_stage 12; then
             read -r -a popts <<<"${entry#*|}"
             [ -f "${_dir}/${out}/.done" ] && continue
             any=true
+            # a policy read from the exits' features: derived from the all-exits pass, no decoding
+            if [ "${exit_decode_mode}" = one_pass ] && [ -f "${_dir}/exit${exits##* }/features" ] \
+                && [[ "${out}" =~ ^(entropy|max_posterior|agreement|learned)_th(.+)$ ]]; then
+                log "Stage 12: ${dset}/${out} derived from the all-exits pass (timing.json: derived)"
+                run_logged "${_dir}/logdir/${out}/derive.log" "${python}" -m espnet_early_exit.bin.tradeoff \
+                    --all_exits_dir "${_dir}" --policy "${BASH_REMATCH[1]}" --thresholds "${BASH_REMATCH[2]}" \
+                    --dir_names "${out}" --write_dir "${_dir}" --model_file "${asr_exp}/${inference_asr_model}" --quiet
+                continue
+            fi
             [ "${out}" = oracle ] && popts+=(--ref_text "${data_feats}/${dset}/text")
             decode_run "${dset}" "${out}" "${out}" "${popts[@]}"
         done

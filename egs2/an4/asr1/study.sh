@@ -155,10 +155,12 @@ decode() {  # exp test_sets exit_policies [more recipe options]
     shift 3
     recipe --stage 12 --stop_stage 13 --asr_exp "${e}" --test_sets "${sets}" --exit_policies "${pol}" "$@"
 }
+# in_workdir command...: run it where the recipe runs (configs hold paths relative to the workdir)
+in_workdir() { (cd "${workdir}" && "$@"); }
 # as_ee TAG: the stock exp asr_TAG rewritten as the equivalent EE exp asr_TAG_as_ee, decoded
 as_ee() {
     local src="${exp}/asr_$1" out="${exp}/asr_$1_as_ee"
-    timed "convert_$1" "${out}/equivalence.json" "${python}" -m espnet_early_exit.bin.interctc_to_ee \
+    timed "convert_$1" "${out}/equivalence.json" in_workdir "${python}" -m espnet_early_exit.bin.interctc_to_ee \
         --src_exp "${src}" --out_exp "${out}" --verify_wav_scp "${workdir}/dump/raw/test/wav.scp"
     timed "decode_$1" "${out}/.study_decode.done" decode "${out}" "${greedy_sets}" ""
 }
@@ -202,7 +204,7 @@ if has ft; then
     src="${exp}/asr_stock${full}_s${seed1}"
     [ -f "${src}/.train.done" ] || { log "part ft needs ${src} (part single)"; exit 1; }
     read -r -a layers <<<"$(seq -s ' ' 1 "${full}")"
-    timed ft_add_exits "${exp}/ee_ft_init/init.pth" "${python}" -m espnet_early_exit.bin.add_exits \
+    timed ft_add_exits "${exp}/ee_ft_init/init.pth" in_workdir "${python}" -m espnet_early_exit.bin.add_exits \
         --src "${src}" --exit_layers "${layers[@]}" --out_dir "${exp}/ee_ft_init"
     trainings "ee_ft|${exp}/ee_ft_init/config.yaml|${ft_epochs}|--seed ${seed1} --init_param ${exp}/ee_ft_init/init.pth"
     timed decode_ee_ft "${exp}/asr_ee_ft/.study_decode.done" decode "${exp}/asr_ee_ft" "${greedy_sets}" ""
