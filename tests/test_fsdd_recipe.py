@@ -52,6 +52,7 @@ def fsdd_run(tmp_path_factory) -> dict:
     return {"exp": work / "exp" / "asr_tiny", "log": proc.stdout, "seconds": took}
 
 
+@pytest.mark.slow
 def test_training_loss_falls(fsdd_run) -> None:
     log = (fsdd_run["exp"] / "train.log").read_text(encoding="utf-8", errors="replace")
     losses = []
@@ -64,6 +65,7 @@ def test_training_loss_falls(fsdd_run) -> None:
     assert losses[0][1] > losses[-1][1], f"training loss did not fall: {losses}"
 
 
+@pytest.mark.slow
 def test_results_md_has_a_row_per_exit(fsdd_run) -> None:
     exits = yaml.safe_load(CONFIG.read_text())["encoder_conf"]["exit_layers"]
     results = (fsdd_run["exp"] / "RESULTS.md").read_text(encoding="utf-8")
@@ -80,6 +82,7 @@ def test_results_md_has_a_row_per_exit(fsdd_run) -> None:
                 assert 0.0 <= float(r[1]) <= 300.0, r
 
 
+@pytest.mark.slow
 def test_every_exit_decoded_and_scored(fsdd_run) -> None:
     exits = yaml.safe_load(CONFIG.read_text())["encoder_conf"]["exit_layers"]
     decode = sorted(fsdd_run["exp"].glob("decode_*"))

@@ -50,6 +50,14 @@ PYEOF
 cache="${EEE_CACHE_DIR:-$HOME/.cache/espnet-early-exit}"
 venv="$cache/venv-$key"
 
+mkdir -p "$cache"
+# one set-up at a time per cache (two recipes or test runs started together must not build the
+# same environment twice at once); the lock is released when this script exits
+exec 9>"$cache/.setup.lock"
+if command -v flock >/dev/null 2>&1 && ! flock -n 9; then
+    log "waiting for another set-up of $cache to finish"
+    flock 9
+fi
 if [ ! -f "$venv/.deps-installed" ]; then
     py="$(find_python)" || {
         echo "ERROR: espnet-early-exit needs Python >=3.12,<3.14 (espnet 202611 requires it)," >&2
@@ -59,7 +67,6 @@ if [ ! -f "$venv/.deps-installed" ]; then
     }
     log "creating $venv with $py ($("$py" --version 2>&1)); installing espnet[asr,train] and torch takes a few minutes"
     rm -rf "$venv"
-    mkdir -p "$cache"
     "$py" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --upgrade pip >&2
     "$venv/bin/python" -m pip install -q -e "${root}[test]" >&2
