@@ -160,7 +160,7 @@ in_workdir() { (cd "${workdir}" && "$@"); }
 # as_ee TAG: the stock exp asr_TAG rewritten as the equivalent EE exp asr_TAG_as_ee, decoded
 as_ee() {
     local src="${exp}/asr_$1" out="${exp}/asr_$1_as_ee"
-    timed "convert_$1" "${out}/equivalence.json" in_workdir "${python}" -m espnet_early_exit.bin.interctc_to_ee \
+    timed "convert_$1" "${out}/.study_convert.done" in_workdir "${python}" -m espnet_early_exit.bin.interctc_to_ee \
         --src_exp "${src}" --out_exp "${out}" --verify_wav_scp "${workdir}/dump/raw/test/wav.scp"
     timed "decode_$1" "${out}/.study_decode.done" decode "${out}" "${greedy_sets}" ""
 }

@@ -80,7 +80,7 @@ def study_models(exp_dir: Path, seeds: Sequence[int], depths: Sequence[int]
            model("interctc", "ESPnet interCTC (same layers, shared norm and head)",
                  {s: f"asr_interctc_s{s}_as_ee" for s in seeds})]
     for n in depths:
-        out.append(model(f"stock{n}", f"stock ESPnet single exit, {n} blocks",
+        out.append(model(f"stock{n}", f"stock ESPnet single exit, {n} block{'s' * (n > 1)}",
                          {s: f"asr_stock{n}_s{s}_as_ee" for s in (seeds if n == full else [s1])}))
     out.append(model("ee_ft", f"EE fine-tuned from stock {full} blocks", {s1: "asr_ee_ft"}))
     out.append(model("ee_aed", "EE + attention decoder at the last exit",
@@ -324,14 +324,16 @@ def _exp_budget(exp: Path) -> Dict[str, Any]:
 
 def collect_times(models: List[Dict[str, Any]], times: Optional[Path],
                   commands: Optional[Path] = None) -> Dict[str, Any]:
-    """Wall times, every study.sh command (``date<TAB>command`` lines) and each model's budget."""
+    """Wall times, the study.sh commands that ran (``date<TAB>command`` lines; a command run
+    again after a stop is listed once) and each model's budget."""
     parts = read_times(times)
     budget = [{"key": m["key"], "name": m["name"], **_exp_budget(e)}
               for m in models for e in list(m["exps"].values())[:1] if e.is_dir()]
     lines = commands.read_text(encoding="utf-8").splitlines() \
         if commands is not None and commands.is_file() else []
     return {"parts": parts, "total_seconds": sum(p["seconds"] for p in parts),
-            "commands": [line.split("\t", 1)[1].strip() for line in lines if "\t" in line],
+            "commands": list(dict.fromkeys(  # each command once, in the order first run
+                line.split("\t", 1)[1].strip() for line in lines if "\t" in line)),
             "models": budget, "espnet_epochs": ESPNET_REFERENCE["epochs"]}
 
 
