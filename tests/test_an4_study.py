@@ -115,7 +115,8 @@ def fake_study(tmp_path: Path) -> Path:
     fake_exp(exp / "asr_ee_ft", ref, [2, 1, 0], epochs=1)
     fake_exp(exp / "asr_ee_aed_s1", ref, [4, 2, 1], joint=True)
     (tmp_path / "times.tsv").write_text("prep\t60\tok\ntrain_ee_s1_2threads\t100\tinterrupted\n"
-                                        "train_ee_s1_2threads\t500\tok\nbad line\n")
+                                        "total\t170\tstopped\ntrain_ee_s1_2threads\t500\tok\n"
+                                        "bad line\ntotal\t520\tok\n")
     return tmp_path
 
 
@@ -158,7 +159,8 @@ def test_tables_from_fake_experiments(fake_study: Path):
     times = st.load(out, "times")
     assert times["parts"][1] == {"part": "train_ee_s1_2threads", "seconds": 600, "tries": 2,
                                  "status": "ok"}
-    assert times["total_seconds"] == 660 and times["espnet_epochs"] == 200
+    assert times["total_seconds"] == 690 and times["espnet_epochs"] == 200
+    assert [p["part"] for p in times["parts"]] == ["prep", "train_ee_s1_2threads"]
     assert times["commands"] == ["study.sh --epochs 2", "study.sh --parts tables"]
     assert {m["key"]: m["epochs"] for m in times["models"]}["ee_ft"] == 1
     head = json.loads(paths["times"].read_text())
@@ -261,7 +263,7 @@ def test_study_every_part_on_a_few_utterances(tmp_path: Path):
     results = tmp_path / "results"
     cmd = [str(RECIPE / "study.sh"), "--an4_root", str(an4_root), "--workdir", str(tmp_path / "w"),
            "--conf", str(tiny_conf(tmp_path / "conf")), "--ndev_utt", "8", "--epochs", "1",
-           "--ft_epochs", "1", "--seeds", "1", "--single_depths", "1 2", "--concurrent", "true",
+           "--ft_epochs", "1", "--seeds", "1", "--single_depths", "1 2",
            "--policies", "max_posterior:0.9 entropy:0.3", "--results_dir", str(results)]
     proc = subprocess.run(cmd, env=recipe_env(OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=900)
@@ -283,6 +285,7 @@ def test_study_every_part_on_a_few_utterances(tmp_path: Path):
     assert len(st.load(results, "beam")["rows"]) == 2
     parts = {p["part"] for p in st.load(results, "times")["parts"]}
     for part in ("prep", "train_ee_s1_1thread_concurrent", "convert_interctc_s1", "decode_stock2_s1",
+                 "train_ee_aed_s1_1thread_concurrent",
                  "ft_add_exits", "train_ee_ft_1thread_concurrent", "decode_ee_aed_s1_joint_beam10",
                  "policies_ee_s1"):
         assert part in parts, part

@@ -29,8 +29,10 @@
 # Options: --an4_root DIR (the folder holding an4/; default $AN4, else ../shared/data/an4 from
 # the repository root), --workdir DIR (data/ dump/ exp/; default /tmp/an4_study), --epochs N (every
 # model from scratch; default 10), --seeds "1 2 3" (ESPnet's --seed), --single_depths "2 4 6",
-# --ft_epochs N (5), --threads N (torch threads per training; 2), --concurrent true (two
-# trainings at once with 1 thread each), --policies "...", --conf DIR (the conf/ folder, default
+# --ft_epochs N (5), --concurrent true|false (true, the default: two trainings at once with one
+# thread each; false: one after the other with --threads N torch threads, default 2 -- only on
+# an otherwise idle machine: two threads next to other work can be several times slower than
+# one), --policies "...", --conf DIR (the conf/ folder, default
 # the recipe's), --ndev_utt N (train_dev size; only for small test copies of AN4),
 # --results_dir DIR (docs/results/an4; with this default the tables part also re-renders
 # docs/an4_study.md by tools/render_docs.py).
@@ -48,7 +50,7 @@ seeds="1 2 3"
 single_depths="2 4 6"
 ft_epochs=5
 threads=2
-concurrent=false
+concurrent=true
 conf="${here}/conf"
 ndev_utt=
 parts="prep ee interctc single ft aed policies tables"
@@ -69,7 +71,7 @@ while [ $# -gt 0 ]; do
         --ndev_utt) ndev_utt=$2; shift 2 ;;
         --parts) parts=$2; shift 2 ;;
         --results_dir) results_dir=$2; shift 2 ;;
-        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
         *) echo "study.sh: unknown option $1 (--help)" >&2; exit 2 ;;
     esac
 done
@@ -99,27 +101,33 @@ recipe() {
 
 # timed NAME MARKER command...: skipped when MARKER exists (work done before); else runs the
 # command and appends "NAME<TAB>seconds<TAB>ok|failed" to the times file (a try cut off by a
-# signal: "interrupted", by the EXIT trap), and creates MARKER on success
+# signal: "interrupted", by the EXIT trap), and creates MARKER on success. The whole run of
+# study.sh adds a line "total" (its wall time: concurrent parts overlap).
 current=
 started=0
-on_exit() {
+study_start=$(date +%s)
+on_exit() {  # all|part
+    local rc=$?
     [ -z "${current}" ] || printf '%s\t%s\tinterrupted\n' "${current}" "$(( $(date +%s) - started ))" >>"${times}"
+    [ "$1" != all ] || printf 'total\t%s\t%s\n' "$(( $(date +%s) - study_start ))" \
+        "$([ "${rc}" -eq 0 ] && echo ok || echo stopped)" >>"${times}"
 }
-trap on_exit EXIT
+trap 'on_exit all' EXIT
 timed() {
-    local name=$1 marker=$2 rc=0
+    local name=$1 marker=$2 rc=0 took
     shift 2
     if [ -e "${marker}" ]; then log "part ${name}: done before (${marker})"; return 0; fi
     current=${name}
     started=$(date +%s)
     log "part ${name}: start"
     "$@" || rc=$?
-    printf '%s\t%s\t%s\n' "${name}" "$(( $(date +%s) - started ))" "$([ "${rc}" -eq 0 ] && echo ok || echo failed)" >>"${times}"
+    took=$(( $(date +%s) - started ))
+    printf '%s\t%s\t%s\n' "${name}" "${took}" "$([ "${rc}" -eq 0 ] && echo ok || echo failed)" >>"${times}"
     current=
     [ "${rc}" -eq 0 ] || { log "part ${name} failed (${rc})"; return "${rc}"; }
     mkdir -p "$(dirname "${marker}")"
     touch "${marker}"
-    log "part ${name}: $(tail -n 1 "${times}" | cut -f 2) s"
+    log "part ${name}: ${took} s"
 }
 
 train() {  # tag config nthreads epochs [extra asr_train options]
@@ -138,7 +146,7 @@ trainings() {
                 train "${tag}" "${cfg}" "${threads}" "${ep}" "${extra}"
             continue
         fi
-        ( trap on_exit EXIT; timed "train_${tag}_1thread_concurrent" "${exp}/asr_${tag}/.train.done" \
+        ( trap 'on_exit part' EXIT; timed "train_${tag}_1thread_concurrent" "${exp}/asr_${tag}/.train.done" \
             train "${tag}" "${cfg}" 1 "${ep}" "${extra}" ) &
         pids+=("$!")
         [ ${#pids[@]} -lt 2 ] || { wait_all "${pids[@]}"; pids=(); }
@@ -166,6 +174,7 @@ as_ee() {
 }
 
 ee_cfg="${conf}/tuning/train_ee_conformer6_ctc.yaml"
+aed_job="ee_aed_s${seed1}|${conf}/tuning/train_ee_conformer6_aed.yaml|${epochs}|--seed ${seed1}"
 if has prep; then
     timed prep "${workdir}/.study_prep.done" recipe --stage 1 --stop_stage 10 --asr_config "${ee_cfg}"
 fi
@@ -192,6 +201,7 @@ if has single; then
             jobs+=("stock${n}_s${s}|${conf}/tuning/train_stock_conformer6_ctc.yaml|${epochs}|--seed ${s}${depth_opt}")
         done
     done
+    has aed && jobs+=("${aed_job}")  # trained here, in a pair, rather than alone in part aed
     trainings "${jobs[@]}"
     for n in "${depth_list[@]}"; do
         for s in "${seed_list[@]}"; do
@@ -210,7 +220,7 @@ if has ft; then
     timed decode_ee_ft "${exp}/asr_ee_ft/.study_decode.done" decode "${exp}/asr_ee_ft" "${greedy_sets}" ""
 fi
 if has aed; then
-    trainings "ee_aed_s${seed1}|${conf}/tuning/train_ee_conformer6_aed.yaml|${epochs}|--seed ${seed1}"
+    trainings "${aed_job}"
     timed "decode_ee_aed_s${seed1}" "${exp}/asr_ee_aed_s${seed1}/.study_decode.done" \
         decode "${exp}/asr_ee_aed_s${seed1}" "${greedy_sets}" ""
     timed "decode_ee_aed_s${seed1}_joint_beam10" "${exp}/asr_ee_aed_s${seed1}/.study_decode_joint.done" \

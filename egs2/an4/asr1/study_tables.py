@@ -327,11 +327,13 @@ def collect_times(models: List[Dict[str, Any]], times: Optional[Path],
     """Wall times, the study.sh commands that ran (``date<TAB>command`` lines; a command run
     again after a stop is listed once) and each model's budget."""
     parts = read_times(times)
+    runs = [p for p in parts if p["part"] == "total"]  # the wall time of study.sh itself
+    parts = [p for p in parts if p["part"] != "total"]
     budget = [{"key": m["key"], "name": m["name"], **_exp_budget(e)}
               for m in models for e in list(m["exps"].values())[:1] if e.is_dir()]
     lines = commands.read_text(encoding="utf-8").splitlines() \
         if commands is not None and commands.is_file() else []
-    return {"parts": parts, "total_seconds": sum(p["seconds"] for p in parts),
+    return {"parts": parts, "total_seconds": sum(p["seconds"] for p in runs or parts),
             "commands": list(dict.fromkeys(  # each command once, in the order first run
                 line.split("\t", 1)[1].strip() for line in lines if "\t" in line)),
             "models": budget, "espnet_epochs": ESPNET_REFERENCE["epochs"]}
@@ -474,7 +476,8 @@ def render_times(data: Optional[Dict[str, Any]]) -> List[str]:
             for p in data["parts"]]
     out += ["Wall time of every part (all tries added up):", ""]
     out += _table(["part", "tries", "last", "seconds", "minutes"], rows)
-    out += [f"Total: {data['total_seconds'] / 3600:.2f} h, made by:", "", "```bash"]
+    out += [f"Wall time of the study: {data['total_seconds'] / 3600:.2f} h (every run of study.sh "
+            "added up; trainings run two at a time, so their rows overlap), made by:", "", "```bash"]
     return out + (data["commands"] or [STUDY_COMMAND]) + ["```", ""]
 
 
