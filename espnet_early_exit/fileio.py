@@ -174,3 +174,39 @@ def atomic_directory(final: PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# --------------------------------------------------------------------------------------
+# torch files, checked before they are loaded
+# --------------------------------------------------------------------------------------
+class CorruptFileError(ValueError):
+    """A checkpoint or model file that is truncated or not what it should be."""
+
+
+def check_torch_file(path: PathLike, what: str = "model file", hint: str = "") -> Path:
+    """Stop with one message naming ``path`` when it cannot be a whole ``torch.save`` file.
+
+    torch.save writes a zip archive whose directory comes last, so a file cut short (a killed
+    save, a full disk, a partial copy) has none: checked here by reading the directory only.
+    A file in torch's legacy (non-zip) format is only checked for being non-empty.
+    """
+    import zipfile
+
+    path = Path(path)
+    reason = ""
+    if not path.is_file():
+        reason = "does not exist"
+    elif path.stat().st_size == 0:
+        reason = "is empty"
+    else:
+        with open(path, "rb") as f:
+            is_zip = f.read(4) == b"PK\x03\x04"
+        if is_zip:
+            try:
+                with zipfile.ZipFile(path) as z:
+                    z.infolist()
+            except (zipfile.BadZipFile, OSError, EOFError) as e:
+                reason = f"is truncated or corrupt ({e})"
+    if reason:
+        raise CorruptFileError(f"{what} {path} {reason}" + (f"; {hint}" if hint else ""))
+    return path

@@ -38,6 +38,7 @@ from espnet2.legacy.nets.pytorch_backend.transformer.subsampling import TooShort
 from espnet2.torch_utils.device_funcs import to_device
 
 import espnet_early_exit.task  # noqa: F401  (registers the plugin with ESPnet's ASR task)
+from espnet_early_exit.checkpoints import check_model_keys, model_file_errors
 from espnet_early_exit.costs import model_fs
 from espnet_early_exit.encoders.exits import EncoderState
 from espnet_early_exit.exit_trace import ExitTracker
@@ -194,7 +195,10 @@ class EarlyExitSpeech2Text(Speech2Text):
             exit_policy_conf,
         )
 
-        super().__init__(asr_train_config, asr_model_file, **kwargs)
+        # a truncated file or a model of another config: one error naming the files
+        with model_file_errors(asr_train_config, asr_model_file):
+            super().__init__(asr_train_config, asr_model_file, **kwargs)
+        check_model_keys(self.asr_model, asr_model_file, asr_train_config)
 
         model = self.asr_model
         if not isinstance(model, EarlyExitASRModel):

@@ -353,6 +353,21 @@ class EarlyExitASRModel(ESPnetASRModel):
             feats, feats_lengths = self.preencoder(feats, feats_lengths)
         return feats, feats_lengths
 
+    def encode(
+        self, speech: torch.Tensor, speech_lengths: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The last exit only, as a single-exit model: (encoder_out (B, T', D), olens).
+
+        ESPnet's callers of ``encode`` (stock ``Speech2Text`` and its CLI, CTC segmentation,
+        ...) decode what it returns with ``model.ctc`` / ``model.decoder``, the last exit's
+        heads, and would decode intermediate outputs with ``model.ctc`` too (interCTC style),
+        which is wrong for exits with their own heads: so no earlier exit is returned here.
+        Every exit: `encode_exits`; decoding at an exit with its heads: EarlyExitSpeech2Text.
+        """
+        state = self.encode_begin(speech, speech_lengths)
+        _, out, olens = self.encode_to(state, self.exit_layers[-1])
+        return out, olens
+
     def encode_exits(
         self,
         speech: torch.Tensor,

@@ -237,12 +237,27 @@ def _lines(lines: List[str]) -> str:
     return "\n".join(lines).strip("\n")
 
 
+class Pending(ResultsError):
+    """The results file has no numbers for this block yet: that part of the study has not run."""
+
+
+# the study.sh part that makes each experiment dir (for the "not run yet" note)
+FSDD_PARTS = {"asr_ee6": "ee decode", "asr_interctc6_as_ee": "interctc decode",
+              "asr_ee6_ft": "ft", "asr_ee6_conv1d4": "conv1d4"}
+
+
+def _fsdd_pending(exp: str) -> Pending:
+    part = FSDD_PARTS.get(exp, "single" if exp.startswith("asr_single") else "?")
+    return Pending(f"_Not measured yet: this part of the study has not run "
+                   f"(`study.sh --parts \"{part} tables\"` adds it)._")
+
+
 def _fsdd_model(res: Results, exp: str) -> dict:
     """A model of the study by the name of its (first) experiment dir, e.g. asr_ee6."""
     for m in res(FSDD)["models"]:
         if m["exps"] and m["exps"][0] == exp:
             return m
-    raise ResultsError(f"{FSDD}: no model whose first experiment is {exp}")
+    raise _fsdd_pending(exp)
 
 
 def _labels(res: Results, exps: Sequence[str]) -> List[str]:
@@ -271,7 +286,7 @@ def _policy_exp(res: Results, exp: str) -> dict:
     for p in res(FSDD)["policy_exps"]:
         if p["name"] == exp:
             return p
-    raise ResultsError(f"{FSDD}: no policy results of {exp}")
+    raise _fsdd_pending(exp)
 
 
 def fsdd_policies(res: Results, exp: str, test_set: str) -> str:
@@ -356,6 +371,25 @@ def an4_table(res: Results, table: str) -> str:
     return _lines(lines + ([] if data is None else ["", provenance_line(data)]))
 
 
+# ------------------------------------------------------------------------------ reliability
+# docs/results/reliability/matrix.json: tools/reliability_matrix.py (a pytest run of the tests
+# that pin each bad input and fault); "not run yet" while the file is absent
+RELIABILITY = "reliability/matrix.json"
+
+
+def reliability_matrix(res: Results) -> str:
+    """The bad-input and fault matrix: expected behaviour, the tests, the result of their run."""
+    if not (res.root / RELIABILITY).is_file():
+        raise Pending("_Not run yet: `python tools/reliability_matrix.py` runs the tests and "
+                      "writes the table._")
+    data = res(RELIABILITY)
+    rows = [[r["fault"], r["expected"],
+             "<br>".join(f"`{t['id'].replace('tests/', '', 1)}`" for t in r["tests"]),
+             r["result"]] for r in data["rows"]]
+    return "\n".join(table(["input or fault", "expected behaviour", "pinned by", "result"], rows)
+                     + ["", provenance_line(data)])
+
+
 # ------------------------------------------------------------------------------ the pages
 BLOCKS: Dict[str, Tuple[Callable[..., str], str]] = {
     "training-command": (training_command, TRAINING),
@@ -380,6 +414,7 @@ BLOCKS: Dict[str, Tuple[Callable[..., str], str]] = {
     "fsdd-budget": (fsdd_budget, FSDD),
     "fsdd-times": (fsdd_times, FSDD),
     "an4": (an4_table, "an4/<table>.json"),
+    "reliability-matrix": (reliability_matrix, RELIABILITY),
 }
 
 
@@ -389,6 +424,8 @@ def render_block(block_id: str, res: Results) -> str:
         raise ResultsError(f"unknown block {name!r} (known: {', '.join(sorted(BLOCKS))})")
     try:
         return BLOCKS[name][0](res, *args)
+    except Pending as e:
+        return str(e)
     except (KeyError, IndexError, TypeError, StopIteration) as e:
         raise ResultsError(f"{BLOCKS[name][1]} lacks what block {block_id!r} needs: "
                            f"{type(e).__name__} {e}") from e

@@ -23,6 +23,10 @@ Output, under --output_dir (ESPnet's layout, one line per utterance):
   timing.json                                  {"rtf", "audio_seconds", "wall_seconds", ...}:
                                                decode wall time (model loading excluded)
 
+The output dir is written as ``<output_dir>.tmp`` and renamed into place (replacing an older
+one) once every utterance is decoded, with a ``.done`` marker (the digest of --key_file): a
+killed or failed run (a full disk) leaves no output that looks finished.
+
 Every speech file (type ``sound``) is checked before decoding: its sampling rate must be the
 model's (this tool does not resample; a wrong rate stops it with the file's name).
 
@@ -57,7 +61,7 @@ from espnet2.utils.types import float_or_none, int_or_none, str2bool, str_or_non
 
 from espnet_early_exit.bin._cli import setup_logging
 from espnet_early_exit.exit_trace import format_features
-from espnet_early_exit.fileio import read_table
+from espnet_early_exit.fileio import atomic_directory, read_table
 from espnet_early_exit.inference import (
     _S2T_PARAMS,
     EarlyExitResult,
@@ -65,6 +69,7 @@ from espnet_early_exit.inference import (
     format_confidences,
 )
 from espnet_early_exit.policies import POLICIES
+from espnet_early_exit.stages.jobs import write_job_marker
 from espnet_early_exit.task import EarlyExitASRTask
 
 logger = logging.getLogger(__name__)
@@ -238,28 +243,31 @@ def inference(
         inference=True,
     )
 
-    # 3. Decode
-    out = Path(output_dir)
-    with DatadirWriter(out) as writer:
-        totals = _decode_loader(speech2text, loader, writer, refs, ref_text, all_exits)
+    # 3. Decode into <output_dir>.tmp, renamed into place once complete with its .done
+    with atomic_directory(output_dir) as out:
+        with DatadirWriter(out) as writer:
+            totals = _decode_loader(speech2text, loader, writer, refs, ref_text, all_exits)
 
-    audio = totals.audio if fs else None
-    extra = dict(
-        n_utt=totals.n_utt,
-        policy=exit_policy,
-        threshold=exit_threshold,
-        frame_stride=exit_policy_frame_stride,
-    )
-    _write_timing(out / "timing.json", totals.wall, audio, **extra)
-    if all_exits:
-        for k, seconds in sorted(totals.exit_seconds.items()):
-            _write_timing(
-                out / f"exit{k}" / "timing.json",
-                seconds,
-                audio,
-                n_utt=totals.n_utt,
-                estimated_from_all_exits_pass=True,
-            )
+        audio = totals.audio if fs else None
+        extra = dict(
+            n_utt=totals.n_utt,
+            policy=exit_policy,
+            threshold=exit_threshold,
+            frame_stride=exit_policy_frame_stride,
+        )
+        _write_timing(out / "timing.json", totals.wall, audio, **extra)
+        done = dict(n_utt=totals.n_utt, command=sys.argv)
+        if all_exits:
+            for k, seconds in sorted(totals.exit_seconds.items()):
+                _write_timing(
+                    out / f"exit{k}" / "timing.json",
+                    seconds,
+                    audio,
+                    n_utt=totals.n_utt,
+                    estimated_from_all_exits_pass=True,
+                )
+                write_job_marker(out / f"exit{k}", key_file, done)
+        write_job_marker(out, key_file, done)
 
 
 def _policy_refs(

@@ -10,7 +10,9 @@
         --out_dir data/token_list/bpe_unigram30 --nbpe 30 [--bpemode unigram] [--nlsyms "[unk]"]
     python -m espnet_early_exit.bin.stage split_keys --key_file dump/raw/test/wav.scp --nj 4 \
         --out_template DIR/keys.JOB.scp
-    python -m espnet_early_exit.bin.stage merge_decode --out_dir DIR/exit4 PART_DIR [PART_DIR ...]
+    python -m espnet_early_exit.bin.stage pending_jobs --out_template DIR/output.JOB \
+        --key_template DIR/keys.JOB.scp --nj 4      # prints FIRST:LAST ranges of unfinished jobs
+    python -m espnet_early_exit.bin.stage merge_decode --out_dir DIR/exit4 [--require_done] PART_DIR ...
     python -m espnet_early_exit.bin.stage text_shape --in_file text_shape --out_file text_shape.bpe \
         --token_list tokens.txt
     python -m espnet_early_exit.bin.stage config_get --config exp/asr_x/config.yaml KEY.SUBKEY [--default X]
@@ -80,8 +82,14 @@ def add_token_and_job_commands(sub) -> None:
     p.add_argument("--nj", type=int, required=True)
     p.add_argument("--out_template", required=True, help="output path with JOB for the part number")
 
+    p = sub.add_parser("pending_jobs", help="the decoding jobs without a complete output")
+    p.add_argument("--out_template", required=True, help="a job's output dir, JOB for its number")
+    p.add_argument("--key_template", required=True, help="a job's key file, JOB for its number")
+    p.add_argument("--nj", type=int, required=True)
+
     p = sub.add_parser("merge_decode", help="merge the decoding outputs of parallel jobs")
     p.add_argument("--out_dir", type=Path, required=True)
+    p.add_argument("--require_done", action="store_true", help="refuse a part without its .done")
     p.add_argument("parts", type=Path, nargs="+")
 
     p = sub.add_parser("text_shape", help="append the vocabulary size to text shapes")
@@ -125,7 +133,11 @@ def run(args: argparse.Namespace) -> None:
         split_keys(args.key_file, args.nj, args.out_template)
     elif args.command == "merge_decode":
         from espnet_early_exit.stages.jobs import merge_decode
-        merge_decode(args.parts, args.out_dir)
+        merge_decode(args.parts, args.out_dir, args.require_done)
+    elif args.command == "pending_jobs":
+        from espnet_early_exit.stages.jobs import job_ranges, pending_jobs
+        for first, last in job_ranges(pending_jobs(args.out_template, args.key_template, args.nj)):
+            print(f"{first}:{last}")
     elif args.command == "text_shape":
         from espnet_early_exit.stages.tokens import text_shape
         text_shape(args.in_file, args.out_file, args.token_list)

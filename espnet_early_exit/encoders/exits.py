@@ -11,11 +11,14 @@ stop at an exit and later resume from it without recomputing earlier blocks:
 
 Training calls ``forward``, which returns every exit the way ESPnet's intermediate-CTC encoders
 do: ``((final_out, [(layer, out), ...]), olens, None)`` so that stock ESPnet code that only
-knows ``encoder_out`` still works with the final exit.
+knows ``encoder_out`` still works with the final exit. ``forward`` takes ESPnet's encoder
+options too: ``masks`` (a padding mask used instead of ``ilens``), ``ctc`` (unused, as in
+ESPnet's encoders without self-conditioning) and ``return_all_hs`` (every block's output).
 """
 
 from __future__ import annotations
 
+import inspect
 import random
 from dataclasses import dataclass
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
@@ -82,6 +85,26 @@ class EncoderState:
     def lengths(self) -> torch.Tensor:
         return self.masks.squeeze(1).sum(1)
 
+    @property
+    def output(self) -> torch.Tensor:
+        """The blocks' output tensor (B, T', D), without ESPnet's positional embedding."""
+        return self.hidden[0] if isinstance(self.hidden, tuple) else self.hidden
+
+
+def valid_frames(
+    xs_pad: torch.Tensor, ilens: torch.Tensor, masks: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """(B, 1, L), True on valid input frames: from ESPnet's padding mask ``masks`` (B, L), True
+    on padded frames, when given (as ESPnet's encoders take it), else from ``ilens``."""
+    if masks is None:
+        return (~make_pad_mask(ilens)[:, None, :]).to(xs_pad.device)
+    if masks.dim() != 2 or tuple(masks.shape) != tuple(xs_pad.shape[:2]):
+        raise ValueError(
+            f"masks: ESPnet's padding mask of shape (batch, length) = "
+            f"{tuple(xs_pad.shape[:2])}, True on padded frames; got shape {tuple(masks.shape)}"
+        )
+    return ~masks.to(device=xs_pad.device, dtype=torch.bool)[:, None, :]
+
 
 class MultiExitEncoder(AbsEncoder):
     """Mixin/base for encoders with exits.
@@ -138,7 +161,10 @@ class MultiExitEncoder(AbsEncoder):
             self, "normalize_before", True
         ) else None
 
-    def begin(self, xs_pad: torch.Tensor, ilens: torch.Tensor) -> EncoderState:
+    def begin(
+        self, xs_pad: torch.Tensor, ilens: torch.Tensor, masks: Optional[torch.Tensor] = None
+    ) -> EncoderState:
+        """Front-end + subsampling; ``masks``: ESPnet's padding mask (see `valid_frames`)."""
         raise NotImplementedError
 
     def run_block(self, index: int, state: EncoderState) -> EncoderState:
@@ -190,8 +216,7 @@ class MultiExitEncoder(AbsEncoder):
             raise ValueError(
                 f"block {k} has no exit; exits are at {self.exit_layers}"
             )
-        hidden = state.hidden[0] if isinstance(state.hidden, tuple) else state.hidden
-        return self.normalize_exit(k, hidden)
+        return self.normalize_exit(k, state.output)
 
     def normalize_exit(self, k: int, hidden: torch.Tensor) -> torch.Tensor:
         final = self.final_norm()
@@ -202,14 +227,18 @@ class MultiExitEncoder(AbsEncoder):
         return hidden
 
     def iter_exits(
-        self, xs_pad: torch.Tensor, ilens: torch.Tensor, up_to: Optional[int] = None
+        self,
+        xs_pad: torch.Tensor,
+        ilens: torch.Tensor,
+        up_to: Optional[int] = None,
+        masks: Optional[torch.Tensor] = None,
     ) -> Iterator[Tuple[int, torch.Tensor, torch.Tensor, EncoderState]]:
         """Yield (exit_layer, output, lengths, state) exit by exit, computing lazily.
 
         The caller stops iterating to stop computing: blocks after the last yielded exit are
-        never run.
+        never run. ``masks``: ESPnet's padding mask, instead of ``ilens`` (`valid_frames`).
         """
-        state = self.begin(xs_pad, ilens)
+        state = self.begin(xs_pad, ilens, masks)
         for k in self.exit_layers:
             if up_to is not None and k > up_to:
                 return
@@ -217,13 +246,17 @@ class MultiExitEncoder(AbsEncoder):
             yield k, self.exit_output(state), state.lengths, state
 
     def forward_exits(
-        self, xs_pad: torch.Tensor, ilens: torch.Tensor, up_to: Optional[int] = None
+        self,
+        xs_pad: torch.Tensor,
+        ilens: torch.Tensor,
+        up_to: Optional[int] = None,
+        masks: Optional[torch.Tensor] = None,
     ) -> Tuple[List[Tuple[int, torch.Tensor]], torch.Tensor]:
         """Outputs of every exit up to `up_to` (default: all): ([(k, (B,T',D)), ...], olens)."""
         if up_to is not None and up_to not in self.exit_layers:
             raise ValueError(f"exit {up_to} is not one of the exits {self.exit_layers}")
         outs, olens = [], None
-        for k, out, olens, _ in self.iter_exits(xs_pad, ilens, up_to):
+        for k, out, olens, _ in self.iter_exits(xs_pad, ilens, up_to, masks):
             outs.append((k, out))
         return outs, olens
 
@@ -232,14 +265,38 @@ class MultiExitEncoder(AbsEncoder):
         xs_pad: torch.Tensor,
         ilens: torch.Tensor,
         prev_states: torch.Tensor = None,
+        masks: Optional[torch.Tensor] = None,
+        ctc: Optional[torch.nn.Module] = None,
+        return_all_hs: bool = False,
         **kwargs,
     ):
-        """All exits, in ESPnet's intermediate-output convention.
+        """All exits, in ESPnet's intermediate-output convention; ESPnet's encoder options.
 
         Returns ((final (B,T',D), [(k, (B,T',D)) for earlier exits]), olens, None); with a
         single exit, (final, olens, None) exactly like the stock encoder.
+        masks: ESPnet's padding mask (B, L), True on padded input frames, used instead of
+            ``ilens`` (as ESPnet's encoders do).
+        ctc: unused (ESPnet's encoders use it only for self-conditioned interCTC).
+        return_all_hs: return ((final, [output of block 1, ..., block N]), olens, None) as
+            ESPnet's encoders do: every block's output before any norm, no exit list.
+        Other options of ESPnet's encoders (e.g. E-Branchformer's ``max_layer``) are refused
+        unless None.
         """
-        outs, olens = self.forward_exits(xs_pad, ilens)
+        unsupported = sorted(k for k, v in kwargs.items() if v is not None)
+        if unsupported:
+            raise TypeError(
+                f"{type(self).__name__}.forward: {', '.join(unsupported)} not supported by "
+                "early-exit encoders (they take masks, ctc, return_all_hs); to stop at a "
+                "block, use forward_exits(..., up_to=exit) or begin/advance"
+            )
+        if return_all_hs:
+            state = self.begin(xs_pad, ilens, masks)
+            hidden_states = []
+            for layer in range(1, self.num_blocks + 1):
+                state = self.advance(state, layer)
+                hidden_states.append(state.output)
+            return (self.exit_output(state), hidden_states), state.lengths, None
+        outs, olens = self.forward_exits(xs_pad, ilens, masks=masks)
         final = outs[-1][1]
         if len(outs) == 1:
             return final, olens, None
@@ -275,9 +332,13 @@ class EspnetBlockEncoderMixin(MultiExitEncoder):
 
     Args:
         input_size: feature dimension.
-        exit_layers: 1-based blocks followed by an exit; sorted, unique, must include the last.
-        exit_norm: "per_exit" (own LayerNorm per earlier exit), "shared" (ESPnet's output norm
-            at every exit, as interCTC does) or "none".
+        *espnet_args: the stock encoder's arguments after ``input_size``, in its order
+            (``output_size``, ``attention_heads``, ...): positional calls mean what they mean
+            for the stock encoder.
+        exit_layers: (keyword only) 1-based blocks followed by an exit; sorted, unique, must
+            include the last.
+        exit_norm: (keyword only) "per_exit" (own LayerNorm per earlier exit), "shared"
+            (ESPnet's output norm at every exit, as interCTC does) or "none".
         **espnet_conf: every argument of the stock encoder; `input_layer` may also be
             "conv1d4", the light 1-D front of `fronts.py`; `layer_drop_rate` drops whole blocks
             in training as ESPnet does.
@@ -287,10 +348,12 @@ class EspnetBlockEncoderMixin(MultiExitEncoder):
     def __init__(
         self,
         input_size: int,
+        *espnet_args: Any,
         exit_layers: Optional[List[int]] = None,
         exit_norm: str = "per_exit",
         **espnet_conf: Any,
     ):
+        espnet_conf = self._name_positional(espnet_args, espnet_conf)
         conf, layer_drop_rate, input_layer = espnet_conf_for_exits(espnet_conf)
         super().__init__(input_size, **conf)  # the stock ESPnet encoder builds the blocks
         self.finish_exits(
@@ -301,6 +364,32 @@ class EspnetBlockEncoderMixin(MultiExitEncoder):
             layer_drop_rate,
             conf.get("dropout_rate", 0.1),
         )
+
+    @classmethod
+    def _name_positional(cls, args: Sequence[Any], conf: dict) -> dict:
+        """The stock encoder's positional arguments after input_size, as keywords."""
+        if not args:
+            return conf
+        stock = next(
+            c for c in cls.__mro__
+            if issubclass(c, AbsEncoder) and not issubclass(c, MultiExitEncoder)
+        )
+        names = [
+            p.name for p in inspect.signature(stock.__init__).parameters.values()
+            if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        ][2:]  # after self, input_size
+        if len(args) > len(names):
+            raise TypeError(
+                f"{cls.__name__} takes at most {len(names) + 1} positional arguments "
+                f"(input_size and {stock.__name__}'s), got {len(args) + 1}; give "
+                "exit_layers and exit_norm by keyword"
+            )
+        conf = dict(conf)
+        for name, value in zip(names, args):
+            if name in conf:
+                raise TypeError(f"{cls.__name__}: got multiple values for argument {name!r}")
+            conf[name] = value
+        return conf
 
     def finish_exits(
         self,
@@ -325,13 +414,15 @@ class EspnetBlockEncoderMixin(MultiExitEncoder):
             )
         self.init_exits(exit_layers, exit_norm, self.final_norm(), layer_drop_rate)
 
-    def begin(self, xs_pad: torch.Tensor, ilens: torch.Tensor) -> EncoderState:
+    def begin(
+        self, xs_pad: torch.Tensor, ilens: torch.Tensor, masks: Optional[torch.Tensor] = None
+    ) -> EncoderState:
         from espnet2.legacy.nets.pytorch_backend.transformer.subsampling import (
             TooShortUttError,
             check_short_utt,
         )
 
-        masks = (~make_pad_mask(ilens)[:, None, :]).to(xs_pad.device)
+        masks = valid_frames(xs_pad, ilens, masks)
         embed = self.embed
         if embed is None:
             return EncoderState(xs_pad, masks, 0)

@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from typeguard import typechecked
 
-from espnet_early_exit.encoders.exits import EncoderState, MultiExitEncoder
+from espnet_early_exit.encoders.exits import EncoderState, MultiExitEncoder, valid_frames
 from espnet_early_exit.fileio import atomic_directory
 
 logger = logging.getLogger(__name__)
@@ -62,17 +62,31 @@ def load_backbone(
     load_pretrained: bool = True,
     download_dir: Optional[str] = None,
     overrides: Optional[Dict[str, Any]] = None,
+    saved_config: Optional[Dict[str, Any]] = None,
 ):
     """`AutoModel.from_pretrained(model_name_or_path)` with errors that say what to pass.
 
     overrides: config attributes to change (`from_pretrained`'s config kwargs), e.g.
     `mask_time_prob`, `hidden_dropout`, `num_hidden_layers`.
     With `load_pretrained=False` only the config is read and the weights are random (for
-    building a model whose weights come from an ESPnet checkpoint right after).
+    building a model whose weights come from an ESPnet checkpoint right after); the config is
+    `saved_config` (a `to_dict()` of it, see `saved_backbone_conf`) when given: then neither
+    the hub nor `model_name_or_path` is read.
     """
     import transformers
 
     overrides = dict(overrides or {})
+    if saved_config is not None and not load_pretrained:
+        try:
+            config = transformers.AutoConfig.for_model(**saved_config)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(
+                f"ee_hf_ssl: backbone_config is not a transformers config this version can "
+                f"build ({type(e).__name__}: {e})"
+            ) from e
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        return transformers.AutoModel.from_config(config)
     if not os.path.isdir(model_name_or_path) and _looks_like_path(model_name_or_path):
         raise FileNotFoundError(
             f"ee_hf_ssl: model_name_or_path {model_name_or_path!r} is not an existing "
@@ -118,6 +132,43 @@ def read_do_normalize(model_name_or_path: str, download_dir: Optional[str] = Non
     return bool(getattr(extractor, "do_normalize", True))
 
 
+def saved_backbone_conf(config, normalize: bool) -> Dict[str, Any]:
+    """The `encoder_conf` entries that rebuild a trained model's backbone offline: its whole
+    config (JSON types), the resolved `normalize_waveform`, and `load_pretrained: false` (the
+    weights come from the checkpoint). Training writes them into config.yaml; packing adds
+    them to a config that lacks them (`offline_encoder_conf`)."""
+    return {
+        "backbone_config": json.loads(config.to_json_string(use_diff=False)),
+        "normalize_waveform": bool(normalize),
+        "load_pretrained": False,
+    }
+
+
+def offline_encoder_conf(encoder_conf: Dict[str, Any]) -> Dict[str, Any]:
+    """`encoder_conf` of a trained `ee_hf_ssl` model with `saved_backbone_conf`'s entries,
+    read from `model_name_or_path` (the hub, its cache or a folder) if it has none yet."""
+    import transformers
+
+    conf = dict(encoder_conf)
+    if conf.get("backbone_config") is not None and conf.get("load_pretrained") is False:
+        return conf
+    name, cache = conf["model_name_or_path"], conf.get("download_dir")
+    try:
+        config = transformers.AutoConfig.from_pretrained(
+            name, cache_dir=cache, **(conf.get("backbone_conf") or {})
+        )
+    except (OSError, ValueError) as e:
+        raise OSError(
+            f"ee_hf_ssl: cannot read the config of the backbone {name!r} to record it "
+            f"(is it reachable here?): {type(e).__name__}: {e}"
+        ) from e
+    normalize = conf.get("normalize_waveform", True)
+    if normalize is None:
+        normalize = read_do_normalize(name, cache)
+    conf.update(saved_backbone_conf(config, normalize))
+    return conf
+
+
 def normalize_waveform(wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Zero mean, unit variance per utterance over its valid samples; padding stays 0.
 
@@ -143,6 +194,23 @@ def layer_attention_mask(config, hidden: torch.Tensor, valid: torch.Tensor):
         mask = mask * torch.finfo(hidden.dtype).min
         return mask.expand(mask.shape[0], 1, mask.shape[-1], mask.shape[-1])
     return create_bidirectional_mask(config=config, inputs_embeds=hidden, attention_mask=valid)
+
+
+def _padding_mask_lengths(
+    xs_pad: torch.Tensor, ilens: torch.Tensor, masks: torch.Tensor
+) -> torch.Tensor:
+    """Lengths from ESPnet's padding mask; refuses a mask with holes (the backbone takes
+    lengths only)."""
+    from espnet2.legacy.nets.pytorch_backend.nets_utils import make_pad_mask
+
+    valid = valid_frames(xs_pad, ilens, masks)[:, 0, :]
+    lengths = valid.sum(1)
+    if not torch.equal(make_pad_mask(lengths, maxlen=valid.size(1)).to(valid.device), ~valid):
+        raise ValueError(
+            "ee_hf_ssl: masks must be a padding mask (True only after each utterance's last "
+            "sample); the backbone cannot mask samples inside an utterance"
+        )
+    return lengths
 
 
 class EEHuggingFaceSSLEncoder(MultiExitEncoder):
@@ -175,6 +243,12 @@ class EEHuggingFaceSSLEncoder(MultiExitEncoder):
         download_dir: Hugging Face cache folder (`cache_dir`).
         backbone_conf: config attributes overridden at load (e.g. mask_time_prob,
             hidden_dropout, attention_dropout, activation_dropout, feat_proj_dropout).
+        backbone_config: the backbone's whole config, recorded by training in config.yaml
+            (with `load_pretrained: false` and the resolved `normalize_waveform`, see
+            `saved_backbone_conf`): with `load_pretrained: false` the backbone is built from
+            it, so loading the trained model reads neither the hub nor `model_name_or_path`.
+            Ignored with `load_pretrained: true` (set it to train again from the pre-trained
+            weights with a saved config.yaml).
     """
 
     @typechecked
@@ -192,6 +266,7 @@ class EEHuggingFaceSSLEncoder(MultiExitEncoder):
         load_pretrained: bool = True,
         download_dir: Optional[str] = None,
         backbone_conf: Optional[Dict[str, Any]] = None,
+        backbone_config: Optional[Dict[str, Any]] = None,
     ):
         super().__init__()
         if input_size != 1:
@@ -204,7 +279,7 @@ class EEHuggingFaceSSLEncoder(MultiExitEncoder):
             raise ValueError(f"freeze_backbone_steps: {freeze_backbone_steps} is < 0")
         self.model_name_or_path = model_name_or_path
         self.backbone = load_backbone(
-            model_name_or_path, load_pretrained, download_dir, backbone_conf
+            model_name_or_path, load_pretrained, download_dir, backbone_conf, backbone_config
         )
         config = self.backbone.config
         model_type = getattr(config, "model_type", None)
@@ -256,6 +331,11 @@ class EEHuggingFaceSSLEncoder(MultiExitEncoder):
             raise ValueError(
                 f"{e} [ee_hf_ssl: {model_name_or_path} has {depth} transformer layers]"
             ) from e
+
+    def checkpoint_conf(self) -> Dict[str, Any]:
+        """`encoder_conf` entries for config.yaml that rebuild this encoder for its
+        checkpoint offline (`saved_backbone_conf`); `EarlyExitASRTask` records them."""
+        return saved_backbone_conf(self.backbone.config, self.normalize_waveform)
 
     # ------------------------------------------------------------ structure
     def output_size(self) -> int:
@@ -312,8 +392,13 @@ class EEHuggingFaceSSLEncoder(MultiExitEncoder):
         return torch.no_grad() if frozen else contextlib.nullcontext()
 
     # ------------------------------------------------------------- running
-    def begin(self, xs_pad: torch.Tensor, ilens: torch.Tensor) -> EncoderState:
-        """Waveform (B, L) or (B, L, 1) -> input of the first transformer layer."""
+    def begin(
+        self, xs_pad: torch.Tensor, ilens: torch.Tensor, masks: Optional[torch.Tensor] = None
+    ) -> EncoderState:
+        """Waveform (B, L) or (B, L, 1) -> input of the first transformer layer.
+
+        masks: ESPnet's padding mask (B, L), True on padded samples, instead of ``ilens``;
+        the backbone takes lengths, so it must mark each utterance's end (no holes)."""
         from espnet2.legacy.nets.pytorch_backend.transformer.subsampling import (
             TooShortUttError,
         )
@@ -330,6 +415,8 @@ class EEHuggingFaceSSLEncoder(MultiExitEncoder):
                 f"ee_hf_ssl takes a waveform (B, L), got a tensor of shape "
                 f"{tuple(xs_pad.shape)} (is a front-end configured? use input_size: 1)"
             )
+        if masks is not None:
+            ilens = _padding_mask_lengths(xs_pad, ilens, masks)
         ilens = ilens.to(xs_pad.device)
         xs_pad = xs_pad[:, : int(ilens.max())]
         if int(ilens.min()) < self.min_samples():

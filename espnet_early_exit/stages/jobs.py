@@ -1,14 +1,22 @@
-"""Parallel jobs of stages 10 and 12: splitting a key file over jobs, merging their decoding outputs."""
+"""Parallel jobs of stages 10 and 12: splitting a key file over jobs, merging their decoding outputs.
+
+A decoding job's output dir is complete when it holds the job's ``.done`` marker
+(:func:`write_job_marker`, written by ``asr_inference`` last, inside its atomic output dir),
+which records the digest of the job's key file: a rerun of stage 12 decodes only the jobs
+without a marker for the same keys (:func:`pending_jobs`), and the merge of the jobs refuses a
+part without one (``require_done``), so a killed or failed job is never merged nor scored.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from espnet_early_exit.fileio import atomic_directory
-from espnet_early_exit.stages.markers import write_done_marker
+from espnet_early_exit.stages.markers import read_done_marker, write_done_marker
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +36,42 @@ def split_keys(key_file: Path, nj: int, out_template: str) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("".join(lines[start:start + size]), encoding="utf-8")
         start += size
+
+
+def key_digest(key_file: Optional[Path]) -> Optional[str]:
+    """sha256 of a job's key file (``None`` without one: the job decodes every utterance)."""
+    if key_file is None:
+        return None
+    return hashlib.sha256(Path(key_file).read_bytes()).hexdigest()
+
+
+def write_job_marker(out_dir: Path, key_file: Optional[Path], info: Mapping[str, Any]) -> Path:
+    """Mark a decoding job's output dir complete: its ``.done`` with the key file's digest."""
+    return write_done_marker(out_dir, dict(info, key_file=key_file, keys_sha256=key_digest(key_file)))
+
+
+def job_done(out_dir: Path, key_file: Optional[Path]) -> bool:
+    """Whether ``out_dir`` is the complete output of a job over ``key_file``'s utterances."""
+    marker = read_done_marker(out_dir)
+    return bool(marker) and marker.get("keys_sha256") == key_digest(key_file)
+
+
+def pending_jobs(out_template: str, key_template: str, nj: int) -> List[int]:
+    """The job numbers (1..nj) whose output (``out_template``, JOB -> number) is not complete."""
+    return [j for j in range(1, nj + 1)
+            if not job_done(Path(out_template.replace("JOB", str(j))),
+                            Path(key_template.replace("JOB", str(j))))]
+
+
+def job_ranges(jobs: Iterable[int]) -> List[Tuple[int, int]]:
+    """Runs of consecutive job numbers, ``[(first, last), ...]`` (for ``JOB=first:last``)."""
+    ranges: List[Tuple[int, int]] = []
+    for j in sorted(jobs):
+        if ranges and ranges[-1][1] == j - 1:
+            ranges[-1] = (ranges[-1][0], j)
+        else:
+            ranges.append((j, j))
+    return ranges
 
 
 def merge_timing(parts: Sequence[dict]) -> dict:
@@ -68,10 +112,15 @@ def merged_lines(part_dirs: Sequence[Path], name: str) -> list[str] | None:
     return lines
 
 
-def merge_decode(part_dirs: Sequence[Path], out_dir: Path) -> None:
+def merge_decode(part_dirs: Sequence[Path], out_dir: Path, require_done: bool = False) -> None:
     """Merge the decoding outputs of the jobs (``1best_recog/*`` or files at the top, plus
-    ``exit``, ``confidence``, ``timing.json``) into ``out_dir``, lines sorted by utterance id."""
+    ``exit``, ``confidence``, ``timing.json``) into ``out_dir``, lines sorted by utterance id.
+    ``require_done``: every part must hold its job's ``.done`` marker (a complete job)."""
     part_dirs = [Path(p) for p in part_dirs]
+    unfinished = [str(p) for p in part_dirs if require_done and read_done_marker(p) is None]
+    if unfinished:
+        raise FileNotFoundError(f"not merging {out_dir}: the output of these jobs is not complete "
+                                f"(no .done; the job was stopped or failed): {', '.join(unfinished)}")
     with atomic_directory(out_dir) as tmp:
         for name in TABLE_FILES:
             lines = merged_lines(part_dirs, name)

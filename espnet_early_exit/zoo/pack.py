@@ -14,6 +14,8 @@ archive is an ordinary ESPnet model-zoo zip: ``meta.yaml`` + the files it lists 
   which then fails at once with ``TypeError: ... unexpected keyword argument 'requires
   espnet_early_exit (pip install espnet-early-exit; ...)'`` instead of a puzzling error about
   ``--encoder ee_conformer`` (or, worse, nothing); our loader pops the key;
+* records an ``ee_hf_ssl`` backbone's config in the packed config when training did not
+  (``encoder_conf.backbone_config``, ``load_pretrained: false``): loading needs no hub;
 * post-processes the zip (ESPnet's ``pack`` cannot add keys to ``meta.yaml``) to record the
   plugin's version next to ESPnet's and torch's, and the model's exits; the output is written to
   a temporary file and renamed into place (:func:`espnet_early_exit.fileio.atomic_write`).
@@ -318,6 +320,23 @@ def _read_ee_config(config_path: Path) -> dict:
     return config
 
 
+def _offline_config(config: dict) -> dict:
+    """The config to pack: an ``ee_hf_ssl`` one gets its backbone's config recorded (if
+    training did not), so that the packed model loads without the hub."""
+    if config.get("encoder") != "ee_hf_ssl":
+        return config
+    from espnet_early_exit.encoders.hf_ssl import offline_encoder_conf
+
+    try:
+        encoder_conf = offline_encoder_conf(config.get("encoder_conf") or {})
+    except (KeyError, OSError) as e:
+        raise ModelZooError(
+            f"cannot pack an ee_hf_ssl model that loads offline: {e} (pack it where the "
+            "backbone's model_name_or_path can be read)"
+        ) from e
+    return dict(config, encoder_conf=encoder_conf)
+
+
 def pack_model(
     asr_train_config: PathLike,
     asr_model_file: PathLike,
@@ -353,7 +372,7 @@ def pack_model(
     for p in (config_path, model_path):
         if not p.is_file():
             raise FileNotFoundError(f"no such file: {p}")
-    config = _read_ee_config(config_path)
+    config = _offline_config(_read_ee_config(config_path))
     check_model_file(model_path)  # what the loader will demand: refuse to publish otherwise
 
     plan = _plan_pack(

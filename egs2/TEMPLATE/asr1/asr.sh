@@ -603,34 +603,45 @@ exit_layers() {
     config_get "${asr_exp}/config.yaml" encoder_conf.exit_layers
 }
 
-# one decoding run over a test set: split keys, nj jobs, merge into the output dirs
+# one decoding run over a test set: split keys, nj jobs, merge into the output dirs. The jobs
+# that finished in an interrupted run (<logdir>/output.JOB/.done for the same keys) are kept:
+# only the others are decoded again, and only complete job outputs are merged.
 decode_run() {  # dset run_name "outputs" options...
     local dset=$1 run=$2 outputs=$3
     shift 3
     local _data="${data_feats}/${dset}" _dir="${decode_root}/${dset}"
-    local _logdir="${_dir}/logdir/${run}" _nj _ngpu=0 _threads out k
+    local _logdir="${_dir}/logdir/${run}" _nj _ngpu=0 _threads out k _ranges range _pids=() _failed=0
     _nj=$(min "${inference_nj}" "$(wc -l <"${_data}/wav.scp")")
     ${gpu_inference} && _ngpu=1
     _threads=$((nproc_ / _nj)); [ "${_threads}" -ge 1 ] || _threads=1
-    rm -rf "${_logdir}"
     mkdir -p "${_logdir}"
     "${python}" -m espnet_early_exit.bin.stage split_keys --key_file "${_data}/wav.scp" --nj "${_nj}" --out_template "${_logdir}/keys.JOB.scp"
+    _ranges=$("${python}" -m espnet_early_exit.bin.stage pending_jobs --out_template "${_logdir}/output.JOB" \
+        --key_template "${_logdir}/keys.JOB.scp" --nj "${_nj}")
     local _opts=()
     [ -n "${inference_config}" ] && _opts+=(--config "${inference_config}")
-    log "Stage 12: decoding ${dset} (${run}, ${_nj} jobs; logs: ${_logdir}/asr_inference.*.log)"
-    # shellcheck disable=SC2086
-    OMP_NUM_THREADS=${_threads} ${decode_cmd} --gpu "${_ngpu}" JOB=1:"${_nj}" "${_logdir}/asr_inference.JOB.log" \
-        "${python}" -m espnet_early_exit.bin.asr_inference --batch_size "${batch_size}" --ngpu "${_ngpu}" \
-            --data_path_and_name_and_type "${_data}/wav.scp,speech,sound" --key_file "${_logdir}/keys.JOB.scp" \
-            --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_asr_model}" \
-            --output_dir "${_logdir}/output.JOB" "${_opts[@]}" "$@" ${inference_args} \
-        || die "decoding ${dset} (${run}) failed (logs: ${_logdir}/asr_inference.*.log)"
+    if [ -z "${_ranges}" ]; then
+        log "Stage 12: ${dset} (${run}): the ${_nj} jobs finished already; merging them"
+    else
+        log "Stage 12: decoding ${dset} (${run}, jobs $(echo "${_ranges}" | tr '\n' ' ')of ${_nj}; logs: ${_logdir}/asr_inference.*.log)"
+    fi
+    for range in ${_ranges}; do
+        # shellcheck disable=SC2086
+        OMP_NUM_THREADS=${_threads} ${decode_cmd} --gpu "${_ngpu}" JOB="${range}" "${_logdir}/asr_inference.JOB.log" \
+            "${python}" -m espnet_early_exit.bin.asr_inference --batch_size "${batch_size}" --ngpu "${_ngpu}" \
+                --data_path_and_name_and_type "${_data}/wav.scp,speech,sound" --key_file "${_logdir}/keys.JOB.scp" \
+                --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_asr_model}" \
+                --output_dir "${_logdir}/output.JOB" "${_opts[@]}" "$@" ${inference_args} &
+        _pids+=($!)
+    done
+    for k in "${_pids[@]+"${_pids[@]}"}"; do wait "${k}" || _failed=1; done
+    [ "${_failed}" -eq 0 ] || die "decoding ${dset} (${run}) failed (logs: ${_logdir}/asr_inference.*.log); a rerun decodes only the jobs that did not finish"
     for out in ${outputs}; do
         local parts=()
         for k in $(seq "${_nj}"); do
             if [ "${run}" = exits ]; then parts+=("${_logdir}/output.${k}/${out}"); else parts+=("${_logdir}/output.${k}"); fi
         done
-        "${python}" -m espnet_early_exit.bin.stage merge_decode --out_dir "${_dir}/${out}" "${parts[@]}" \
+        "${python}" -m espnet_early_exit.bin.stage merge_decode --require_done --out_dir "${_dir}/${out}" "${parts[@]}" \
             >>"${_logdir}/merge.log" 2>&1 || { tail -n 20 "${_logdir}/merge.log" >&2; die "merging ${_dir}/${out} failed"; }
     done
 }
