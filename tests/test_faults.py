@@ -157,17 +157,16 @@ def small_disk(tmp_path):
     try:
         yield disk
     finally:
-        subprocess.run(["umount", str(disk)], check=False)
+        subprocess.run(["umount", "-l", str(disk)], check=False)  # -l: even with a file open
 
 
 def test_real_full_disk_while_decoding(model_files, data_dir, small_disk):
     """The same on a real full file system: a tmpfs filled up to its last pages."""
     filler = small_disk / "filler"
-    with open(filler, "wb") as f:  # fill the disk, then free room for a few files only
+    with open(filler, "wb", buffering=0) as f:  # fill the disk, then free a few pages
         try:
             while True:
                 f.write(b"\0" * 4096)
-                f.flush()
         except OSError as e:
             assert e.errno == errno.ENOSPC
     os.truncate(filler, max(0, filler.stat().st_size - 3 * 4096))
@@ -334,6 +333,7 @@ def test_killed_training_resumes_and_finishes(an4_stats, tmp_path):
     truncated checkpoint.pth then stops the command with one error naming it."""
     root, exp = an4_stats, tmp_path / "exp"
     cmd = train_cmd(root, "--max_epoch", "3", "--resume", "true", "--output_dir", str(exp),
+                    "--fold_length", "80000", "--fold_length", "150",
                     "--train_shape_file", f"{root}/stats/train/speech_shape",
                     "--train_shape_file", f"{root}/stats/train/text_shape",
                     "--valid_shape_file", f"{root}/stats/valid/speech_shape",

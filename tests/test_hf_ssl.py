@@ -406,3 +406,7 @@ def test_collect_stats_and_training_with_the_shipped_yaml(tiny, tmp_path):
     assert int(state["encoder.num_training_calls"]) == 2  # one batch per epoch, 2 epochs
     config = yaml.safe_load((tmp_path / "exp" / "asr" / "config.yaml").read_text())
     assert config["encoder"] == "ee_hf_ssl" and config["input_size"] == 1
+    # what loading needs instead of the hub (tests/test_callers.py decodes offline with it)
+    enc_conf = config["encoder_conf"]
+    assert enc_conf["load_pretrained"] is False and enc_conf["normalize_waveform"] is True
+    assert enc_conf["backbone_config"]["num_hidden_layers"] == 12
