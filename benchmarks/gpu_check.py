@@ -115,37 +115,38 @@ def steps_main(a) -> int:
 
 
 # ------------------------------------------------------------------------------ wheels
-def _requirements(dist) -> List[str]:
-    """Names of ``dist``'s requirements that apply here (without extras)."""
-    from packaging.requirements import Requirement
-
-    names = []
-    for spec in dist.requires or []:
-        req = Requirement(spec)
-        if req.marker is None or req.marker.evaluate({"extra": ""}):
-            names.append(req.name)
-    return names
+# imported but not needed: wandb (ESPnet imports it only if it is there); numba and llvmlite
+# (most of the 64 MiB) are replaced by benchmarks/shims/numba where absent
+OPTIONAL = {"wandb"}
+SHIMMED = {"numba", "llvmlite"}
 
 
-def closure(names: Iterable[str]) -> Set[str]:
-    """The installed distributions ``names`` need, themselves included (normalised names)."""
+def closure(specs: Iterable[str], skip: Set[str] = frozenset()) -> Set[str]:
+    """The installed distributions that requirement strings ``specs`` need, themselves and
+    their extras included (normalised names); names in ``skip`` are not followed."""
     from importlib import metadata
 
+    from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    seen: Set[str] = set()
-    todo = [canonicalize_name(n) for n in names]
+    seen: Dict[str, Set[str]] = {}
+    todo = [Requirement(spec) for spec in specs]
     while todo:
-        name = todo.pop()
-        if name in seen:
+        req = todo.pop()
+        name, extras = canonicalize_name(req.name), set(req.extras)
+        if name in skip or (name in seen and extras <= seen[name]):
             continue
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
             continue
-        seen.add(name)
-        todo += [canonicalize_name(r) for r in _requirements(dist)]
-    return seen
+        seen.setdefault(name, set()).update(extras)
+        for spec in dist.requires or []:
+            sub = Requirement(spec)
+            if sub.marker is None or any(sub.marker.evaluate({"extra": e})
+                                         for e in {""} | seen[name]):
+                todo.append(sub)
+    return set(seen)
 
 
 def imported_distributions(log: Path) -> Dict[str, str]:
@@ -169,13 +170,17 @@ def imported_distributions(log: Path) -> Dict[str, str]:
 
 
 def wheels_main(a) -> int:
-    from packaging.utils import canonicalize_name
+    """What the check imported that the project needs (its dependencies' closure, without the
+    optional and shimmed ones) and the GPU machine lacks (the preinstalled ones' closure)."""
+    import tomllib
 
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    needed = closure(project["dependencies"], skip=OPTIONAL | SHIMMED)
     have = closure(PREINSTALLED) | {"pip", "setuptools", "wheel"}
-    needed = imported_distributions(Path(a.imports))
-    for name in sorted(needed):
-        if name not in have and not name.startswith("nvidia-") and name != "triton":
-            print(f"{canonicalize_name(name)}=={needed[name]}")
+    for name, version in sorted(imported_distributions(Path(a.imports)).items()):
+        if name in needed and name not in have and not name.startswith("nvidia-") \
+                and name != "triton" and name != "espnet-early-exit":
+            print(f"{name}=={version}")
     return 0
 
 
@@ -183,9 +188,8 @@ def wheels_main(a) -> int:
 def collect_main(a) -> int:
     from espnet_early_exit import provenance
 
-    head = provenance.record("gpu_check", a.command.split() if a.command else None,
-                             device=a.device)
-    head["command"] = a.command or head["command"]
+    head = provenance.record("gpu_check", device=a.device)
+    head["command"] = a.check_command or head["command"]
     parts = {}
     for spec in a.part:
         name, path = spec.split("=", 1)
@@ -220,7 +224,7 @@ def get_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--part", action="append", default=[], help="NAME=FILE (JSON)")
     c.add_argument("--device", default="cuda")
-    c.add_argument("--command", default="", help="the gpu_check.sh command line")
+    c.add_argument("--check_command", default="", help="the gpu_check.sh command line")
     c.add_argument("--seconds", default="", help="JSON {part: seconds}")
     c.add_argument("--dry_run", action="store_true")
     return p

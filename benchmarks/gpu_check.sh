@@ -6,7 +6,9 @@
 #       here (with the package index): runs the dry run while recording what it imports, and
 #       downloads the distributions the GPU machine lacks (ESPnet and the others, pinned to the
 #       versions here) as wheels for CPython 3.12 manylinux x86_64 (pip download --no-deps)
-#       into DIR/wheels; reports their size plus the repository's (at most 64 MiB together)
+#       into DIR/wheels; reports their size plus the repository's (at most 64 MiB together).
+#       Left out: wandb (optional to ESPnet), numba and llvmlite (replaced, where absent, by
+#       the decorators-only benchmarks/shims/numba: nothing the check runs is compiled by numba)
 #   benchmarks/gpu_check.sh [--wheels DIR/wheels] [--results FILE] [--steps N]
 #       on the GPU machine: installs the wheels offline (a venv on top of the system's
 #       packages), then, each part under its own time limit (all within 8 minutes):
@@ -28,7 +30,7 @@ wheels=
 results=
 steps=300
 budget_mib=64
-run_args="$0 $*"
+run_args="benchmarks/gpu_check.sh $*"
 
 die() { echo "gpu_check: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
@@ -85,7 +87,7 @@ run_parts() {
     for name in "${!seconds[@]}"; do json+="\"${name}\": ${seconds[${name}]}, "; done
     json="${json%, }}"
     "${python}" "${repo}/benchmarks/gpu_check.py" collect --out "${out}" --device "${device}" \
-        --command "${run_args}" --seconds "${json}" "${c_opts[@]+"${c_opts[@]}"}" \
+        --check_command "${run_args}" --seconds "${json}" "${c_opts[@]+"${c_opts[@]}"}" \
         --part "steps=${work}/steps.json" --part "training=${work}/training.json" \
         --part "inference=${work}/inference.json"
 }
@@ -95,6 +97,7 @@ mib() { du -cb "$@" | tail -n 1 | awk '{printf "%.1f", $1 / 1048576}'; }
 
 prepare() {
     local dir=$1 req spec ok=true
+    rm -rf "${dir}/wheels"
     mkdir -p "${dir}/wheels"
     echo "== the dry run, recording every import"
     PYTHONPROFILEIMPORTTIME=1 run_parts cpu true "${work}/dry_run.json" 2>"${dir}/importtime.log" \
@@ -136,6 +139,10 @@ case "${mode}" in
             "${python}" -m venv --system-site-packages "${work}/venv"
             "${work}/venv/bin/python" -m pip install --quiet --no-index --no-deps "${wheels}"/*.whl
             python="${work}/venv/bin/python"
+        fi
+        if ! "${python}" -c "import numba" 2>/dev/null; then  # see benchmarks/shims/numba
+            echo "== numba is not installed: its stand-in benchmarks/shims/numba (decorators only)"
+            export PYTHONPATH="${PYTHONPATH}:${repo}/benchmarks/shims"
         fi
         "${python}" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
             || die "no CUDA device visible to torch (use --dry_run on a CPU)"

@@ -46,7 +46,7 @@ ROWS: List[Tuple[str, str, str, Tuple[str, ...]]] = [
      "stage 4 drops the utterance from training and validation and counts it in `.done`",
      ("tests/test_stages.py::test_filter_dir_drops_short_long_and_empty",)),
     ("bad_stm", "bad STM times (end <= start, not a number, too few fields)",
-     "the line is skipped with a warning naming the file and line; the rest is prepared",
+     "the line is skipped, counted and logged with the reason; the rest is prepared",
      ("tests/test_local_tedlium3.py::test_train_line_by_line",)),
     ("wrong_rate", "audio not at 16 kHz",
      "stage 3 stops naming the file unless `--resample`; decoding (CLI and Python) refuses it, "

@@ -355,6 +355,59 @@ def fsdd_equivalence(res: Results) -> str:
             f"{eq['last_layer_max_abs_diff']:g}")
 
 
+# ------------------------------------------------------------------------------ issue 14
+# docs/results/policies/fsdd_<model>.json: egs2/fsdd_digits/asr1/policy_study.py (every policy
+# derived from the all-exits passes; thresholds chosen on dev, reported on test)
+def _pct(x: Optional[float], spec: str = ".2f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def fsdd_policy_study(res: Results, model: str, part: str) -> str:
+    """One table of the policy study of ``model`` (e.g. conv2d): target, gap or ltt."""
+    name = f"policies/fsdd_{model}.json"
+    if not (res.root / name).is_file():
+        raise Pending(f"_Not measured yet: `python egs2/fsdd_digits/asr1/policy_study.py "
+                      f"--out docs/results/{name} ...` writes it._")
+    data = res(name)
+    if part == "target":
+        t = data["target_wer"]
+        rows = [[f"`{r['policy']}`", _pct(r["threshold"], ".4g"), _pct(r.get("dev_wer")),
+                 _pct(r.get("dev_share"), ".3f"), _pct(r.get("test_wer")),
+                 _pct(None if r.get("test_rel") is None else 100 * r["test_rel"], "+.1f"),
+                 _pct(r.get("test_share"), ".3f"), "yes" if r["met"] else "no"] for r in t["rows"]]
+        head = ["policy", "threshold (dev)", "dev WER %", "dev share", "test WER %",
+                "test vs last exit %", "test share",
+                f"<= +{100 * t['max_rel']:g} % at <= {t['max_share']:g}"]
+        note = (f"Last exit: dev {t['last_dev_wer']:.2f} %, test {t['last_test_wer']:.2f} %; "
+                f"threshold: the cheapest on dev within {t['wer_factor']:g} x the last exit's "
+                f"dev WER. Target met: {'yes' if t['met'] else 'no'}.")
+        lines = table(head, rows) + ["", note]
+    elif part == "gap":
+        g = data["gap"]
+        rows = [[f"`{lab}`", f"{a['dev']:.3f}", f"{a['test']:.3f}"]
+                for lab, a in g["areas"].items()]
+        closed = _pct(g["fraction_closed"], ".2f")
+        note = (f"On test over shares {g['range'][0]:.3f} to {g['range'][1]:.3f} (all three "
+                f"cover): `{g['best']}` {g['area_best']:.3f}, `{g['baseline']}` "
+                f"{g['area_baseline']:.3f}: fraction of the gap closed {closed} (target "
+                f">= {g['target']:g}: {'met' if g['met'] else 'not met'}).")
+        lines = table(["policy", "area to the oracle, dev", "area to the oracle, test"], rows) \
+            + ["", note]
+    elif part == "ltt":
+        rows = [[f"`{r['policy']}`", f"{r['eps']:g}", _pct(r["dev_threshold"], ".4g"),
+                 f"{r['test_disagree']:.3f}", f"{r['test_share']:.3f}",
+                 f"{r['violation_rate']:.3f}", f"{r['mean_share']:.3f}",
+                 "yes" if r["met"] else "no"] for r in data["ltt"]["rows"]]
+        first = data["ltt"]["rows"][0]
+        head = ["policy", "EPS", "threshold (dev)", "test disagreement", "test share",
+                f"violation rate ({first['splits']} re-splits)", "mean share",
+                f"<= {first['delta']:g} + binomial noise"]
+        lines = table(head, rows)
+    else:
+        raise ResultsError(f"fsdd-policy-study: no part {part!r} (target, gap, ltt)")
+    return "\n".join(lines + ["", provenance_line(data)])
+
+
 # ------------------------------------------------------------------------------ AN4 study
 # docs/results/an4/<table>.json: egs2/an4/asr1/study_tables.py collect (study.sh's tables part),
 # one file per table; each renders with the study's own function (its BLOCKS), and as "pending"
@@ -413,6 +466,7 @@ BLOCKS: Dict[str, Tuple[Callable[..., str], str]] = {
     "fsdd-policies": (fsdd_policies, FSDD),
     "fsdd-budget": (fsdd_budget, FSDD),
     "fsdd-times": (fsdd_times, FSDD),
+    "fsdd-policy-study": (fsdd_policy_study, "policies/fsdd_<model>.json"),
     "an4": (an4_table, "an4/<table>.json"),
     "reliability-matrix": (reliability_matrix, RELIABILITY),
 }
