@@ -550,6 +550,24 @@ def test_cli_refuses_a_wrong_sample_rate(model_files, data_dir, tmp_path):
     assert sorted(read(out / "1best_recog" / "token")) == ["utt1"]
 
 
+
+def test_cli_never_replaces_a_folder_it_did_not_write(model_files, data_dir, tmp_path):
+    """The output dir is replaced as a whole when a decode finishes: a non-empty folder
+    without our .done marker is refused (nothing of the user's is deleted); our own earlier
+    output is replaced by a rerun."""
+    greedy = ("--beam_size", "1", "--ctc_weight", "1.0")
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match=r"mine exists, is not empty and was not written"):
+        run_cli(model_files, data_dir, user, *greedy)
+    assert (user / "notes.txt").read_text() == "keep me"
+    out = tmp_path / "out"
+    run_cli(model_files, data_dir, out, *greedy)
+    assert (out / ".done").is_file()
+    run_cli(model_files, data_dir, out, *greedy)  # a rerun replaces our own output
+    assert (out / "1best_recog" / "text").is_file()
+
 def test_tradeoff_from_all_exits_equals_policy_decode(peaky_files, data_dir, tmp_path, capsys):
     from espnet_early_exit.bin.tradeoff import main as tradeoff
 

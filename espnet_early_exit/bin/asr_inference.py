@@ -177,6 +177,18 @@ def _write_timing(path: Path, wall: float, audio: Optional[float], **extra) -> N
     path.write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
 
 
+
+def _check_replaceable(output_dir: Path) -> None:
+    """The output dir is replaced as a whole: refuse a folder that holds files and is not an
+    earlier output of ours (no ``.done`` marker), so that no user file is ever deleted."""
+    if output_dir.resolve() == Path.cwd().resolve() or output_dir.name in ("", ".", ".."):
+        raise ValueError(f"--output_dir {output_dir}: give a folder of its own (it is replaced "
+                         "as a whole when the decode finishes)")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not (output_dir / ".done").exists():
+        raise ValueError(f"--output_dir {output_dir} exists, is not empty and was not written by "
+                         "this decoder (no .done marker): it would be replaced as a whole; "
+                         "choose another folder or remove it")
+
 def inference(
     output_dir: str,
     batch_size: int,
@@ -244,6 +256,7 @@ def inference(
     )
 
     # 3. Decode into <output_dir>.tmp, renamed into place once complete with its .done
+    _check_replaceable(Path(output_dir))
     with atomic_directory(output_dir) as out:
         with DatadirWriter(out) as writer:
             totals = _decode_loader(speech2text, loader, writer, refs, ref_text, all_exits)
