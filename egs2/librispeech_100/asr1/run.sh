@@ -20,7 +20,6 @@ root="$(cd "${here}/../../.." && pwd)"
 train_set=train_clean_100
 valid_set=dev
 test_sets="test_clean test_other dev_clean dev_other"
-read -r -a test_set_list <<<"${test_sets}"
 
 # --download true|false is this recipe's own option; everything else goes to the driver
 download=false
@@ -34,18 +33,11 @@ while [ $# -gt 0 ]; do
 done
 case "${download}" in true|false) ;; *) echo "ERROR: --download must be true or false" >&2; exit 2 ;; esac
 
-workdir=$(recipe_option workdir "${here}" "${args[@]+"${args[@]}"}")
-corpus=${LIBRISPEECH:-}
 data_opts=""
-if ${download}; then
-    corpus=$(absolute "${corpus:-${workdir}/downloads}")
-    data_opts="--download"
-elif stage1_pending "${workdir}" "$(recipe_option stage 1 "${args[@]+"${args[@]}"}")" \
-        "$(recipe_option stop_stage 13 "${args[@]+"${args[@]}"}")" "${train_set}" "${valid_set}" "${test_set_list[@]}"; then
-    require_corpus LIBRISPEECH "${corpus}" LibriSpeech \
-        "\$LIBRISPEECH/LibriSpeech/{train-clean-100,dev-clean,dev-other,test-clean,test-other}/<spk>/<chapter>/<spk>-<chapter>-<nnnn>.flac and <spk>-<chapter>.trans.txt (from https://www.openslr.org/12, or run with --download true)"
-fi
-[ -z "${corpus}" ] || corpus=$(absolute "${corpus}")
+if ${download}; then data_opts="--download"; fi
+corpus=$(recipe_corpus LIBRISPEECH "${LIBRISPEECH:-}" LibriSpeech \
+    "\$LIBRISPEECH/LibriSpeech/{train-clean-100,dev-clean,dev-other,test-clean,test-other}/<spk>/<chapter>/<spk>-<chapter>-<nnnn>.flac and <spk>-<chapter>.trans.txt (from https://www.openslr.org/12, or run with --download true)" \
+    "${download}" "${here}" "${train_set} ${valid_set} ${test_sets}" "${args[@]+"${args[@]}"}")
 
 # shellcheck source-path=SCRIPTDIR/../../..
 . "${root}/egs2/TEMPLATE/asr1/path.sh"

@@ -21,16 +21,10 @@ root="$(cd "${here}/../../.." && pwd)"
 train_set=train
 valid_set=dev
 test_sets="test dev"
-read -r -a test_set_list <<<"${test_sets}"
 
-workdir=$(recipe_option workdir "${here}" "$@")
-corpus=${TEDLIUM3:-}
-if stage1_pending "${workdir}" "$(recipe_option stage 1 "$@")" "$(recipe_option stop_stage 13 "$@")" \
-        "${train_set}" "${valid_set}" "${test_set_list[@]}"; then
-    require_corpus TEDLIUM3 "${corpus}" TEDLIUM_release-3 \
-        "\$TEDLIUM3/TEDLIUM_release-3/legacy/{train,dev,test}/{sph/<talk>.sph,stm/<talk>.stm} (from https://www.openslr.org/51)"
-fi
-[ -z "${corpus}" ] || corpus=$(absolute "${corpus}")
+corpus=$(recipe_corpus TEDLIUM3 "${TEDLIUM3:-}" TEDLIUM_release-3 \
+    "\$TEDLIUM3/TEDLIUM_release-3/legacy/{train,dev,test}/{sph/<talk>.sph,stm/<talk>.stm} (from https://www.openslr.org/51)" \
+    false "${here}" "${train_set} ${valid_set} ${test_sets}" "$@")
 
 # shellcheck source-path=SCRIPTDIR/../../..
 . "${root}/egs2/TEMPLATE/asr1/path.sh"
