@@ -11,9 +11,18 @@ torch's long ``state_dict`` error that names neither file. :func:`model_file_err
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 from espnet_early_exit.fileio import check_torch_file
+
+
+def unwrap_state_dict(obj: Any) -> Any:
+    """The state dict inside ESPnet's wrappers (``{"module": ...}``, ``{"state_dict": ...}``),
+    unwrapped as ESPnet's ``build_model_from_file`` does; anything else as it is."""
+    for wrapper in ("module", "state_dict"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
+            obj = obj[wrapper]
+    return obj
 
 
 def _not_its_model(config: Any, model_file: Any, why: str) -> ValueError:
@@ -46,9 +55,7 @@ def check_model_keys(model, model_file: Optional[Any], config: Any) -> None:
         state = torch.load(model_file, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError:  # torch's legacy (non-zip) format cannot be memory-mapped
         state = torch.load(model_file, map_location="cpu", weights_only=True)
-    for wrapper in ("module", "state_dict"):  # as ESPnet's build_model_from_file
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
+    state = unwrap_state_dict(state)
     expected, found = set(model.state_dict()), set(state)
     missing, extra = sorted(expected - found), sorted(found - expected)
     if missing or extra:

@@ -19,6 +19,7 @@ from typing import List, Mapping, Optional, Set, Tuple
 
 import yaml
 
+from espnet_early_exit.checkpoints import unwrap_state_dict
 from espnet_early_exit.zoo.common import (
     MAX_META_BYTES,
     MAX_UNPACKED_BYTES,
@@ -69,9 +70,7 @@ def check_model_file(path: PathLike) -> Set[str]:
             "so unpickling it could run code or it is damaged; espnet_early_exit loads only "
             f"plain tensor checkpoints ({type(e).__name__}: {first_line(e)})"
         ) from None
-    for wrapper in ("module", "state_dict"):  # as ESPnet's build_model_from_file
-        if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
-            obj = obj[wrapper]
+    obj = unwrap_state_dict(obj)
     if not isinstance(obj, Mapping) or not obj:
         raise UnsafeModelFileError(
             f"{path} is not a model state dict (got {type(obj).__name__}"
