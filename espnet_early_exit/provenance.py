@@ -24,19 +24,20 @@ from espnet_early_exit.fileio import PathLike, atomic_write_text
 REPO = Path(__file__).resolve().parents[1]
 
 
+def git_output(repo: PathLike, *args: str) -> Optional[str]:
+    """The output of ``git ARGS`` run in ``repo``; None when git fails or is missing."""
+    try:
+        out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
+                             check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout
+
+
 def git_commit(repo: PathLike = REPO) -> Dict[str, object]:
     """``{"commit": sha or None, "dirty": bool or None}`` of the checkout at ``repo``."""
-
-    def git(*args: str) -> Optional[str]:
-        try:
-            out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
-                                 check=True, timeout=30)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout
-
-    sha = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    sha = git_output(repo, "rev-parse", "HEAD")
+    status = git_output(repo, "status", "--porcelain", "--untracked-files=no")
     return {"commit": sha.strip() if sha else None,
             "dirty": None if status is None else bool(status.strip())}
 

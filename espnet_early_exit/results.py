@@ -20,12 +20,12 @@ import math
 import os
 import platform
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from espnet_early_exit.fileio import atomic_savefig, atomic_write_text, read_table
+from espnet_early_exit.provenance import git_output
 
 logger = logging.getLogger(__name__)
 
@@ -176,15 +176,6 @@ def _version(dist: str) -> Optional[str]:
         return None
 
 
-def _git_hash(where: Path) -> Optional[str]:
-    try:
-        proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
-                              text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else None
-
-
 def _sdi(res: Optional[dict]) -> str:
     if not res or not res.get("n_ref"):
         return "-"
@@ -205,7 +196,7 @@ def _environment_lines(exp_dir: Path, costs: Dict[int, dict]) -> List[str]:
         f"- pytorch version: `torch {_version('torch') or 'not installed'}`",
         f"- espnet_early_exit version: `{_version('espnet-early-exit') or 'not installed'}`",
     ]
-    gh = _git_hash(Path.cwd())
+    gh = (git_output(Path.cwd(), "rev-parse", "HEAD") or "").strip()
     if gh:
         env.append(f"- Git hash: `{gh}`")
     env.append(f"- model config: `{config if config.is_file() else '-'}`")
