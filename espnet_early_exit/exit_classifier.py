@@ -2,7 +2,7 @@
 
 At exit k it predicts the probability that exit k's hypothesis equals the last exit's, from
 the numbers every evaluated exit has already (:data:`INPUTS`, a subset of
-:data:`espnet_early_exit.exit_trace.FEATURES`: frame statistics, hypothesis length, blank
+:data:`espnet_early_exit.exit_features.FEATURES`: frame statistics, hypothesis length, blank
 ratio, edit distance and agreement with the previous exit; the exit index is the choice of
 model). The target needs no reference transcript, so it can be fitted on any untranscribed
 in-domain audio decoded once at every exit (:func:`fit_from_all_exits`;
@@ -98,6 +98,20 @@ class ExitClassifier:
         if k not in self.models:
             return 1.0
         return float(self.models[k].predict(_design([features]))[0])
+
+    def view_probability(self, view) -> float:
+        """The ``learned`` policy's number at an exit: :meth:`probability` of its
+        :class:`~espnet_early_exit.exit_features.ExitView`."""
+        return self.probability(view.exit, view.features())
+
+    def check_exits(self, exit_layers: Sequence[int], path: Union[str, Path]) -> None:
+        """ValueError (naming ``path``, the fit's file) when the fit has a model for an exit
+        that is not one of ``exit_layers`` before the last: another model's fit."""
+        fitted = sorted(self.models)
+        if not set(fitted) <= set(list(exit_layers)[:-1]):
+            raise ValueError(f"{path} was fitted for exits {fitted}, but the model's exits are "
+                             f"{list(exit_layers)}: fit it again for this model "
+                             "(python -m espnet_early_exit.bin.fit_exit_policy)")
 
     def save(self, path: Union[str, Path]) -> Path:
         from espnet_early_exit.fileio import atomic_write_text

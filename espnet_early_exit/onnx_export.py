@@ -12,6 +12,9 @@ packed model; CLI: ``python -m espnet_early_exit.bin.export_onnx``) writes::
     out_dir/frontend.npz      the STFT window and mel matrix of ESPnet's default front-end,
                               computed in numpy by the runtime (``onnx_runtime.log_mel``)
     out_dir/bpe.model         the sentencepiece model (token type bpe)
+    out_dir/exit_policy.json  the ``learned`` exit policy's fit, when the model has one beside
+                              its model file (``bin/fit_exit_policy``; a packed model carries
+                              it beside its model member)
 
 Every graph has dynamic batch and time axes and carries the model's fingerprint in its
 metadata (``eee_model_id``), which the runtime compares with ``manifest.json``'s ``model_id``.
@@ -21,8 +24,10 @@ metadata (``eee_model_id``), which the runtime compares with ``manifest.json``'s
 (STFT/log-mel parameters, or null for a model that reads features), ``min_feature_frames``,
 ``token_list``, ``tokenizer`` (``token_type`` + ``bpemodel`` / ``space_symbol`` /
 ``delimiter``), ``blank_id``, ``policies`` (the thresholds the model was packed with:
-``selected_thresholds.json`` beside the config, ``{}`` if none) and ``quantization``
-(``null`` or ``"int8"``: onnxruntime's dynamic quantisation of every graph's weights).
+``selected_thresholds.json`` beside the config, ``{}`` if none), ``exit_policy_file``
+(``"exit_policy.json"`` or ``null``: the learned policy's fit, checked against the model's
+exits) and ``quantization`` (``null`` or ``"int8"``: onnxruntime's dynamic quantisation of
+every graph's weights).
 
 The TorchScript-based exporter is used (``torch.onnx.export(..., dynamo=False)``; it needs
 only ``onnx``, not ``onnxscript``).
@@ -42,6 +47,8 @@ import numpy as np
 import torch
 
 from espnet_early_exit.encoders.exits import EncoderState
+from espnet_early_exit.exit_classifier import DEFAULT_NAME as EXIT_POLICY_FILE
+from espnet_early_exit.exit_classifier import ExitClassifier
 from espnet_early_exit.fileio import atomic_directory
 from espnet_early_exit.onnx_runtime import FORMAT, FORMAT_VERSION, GRAPH_META_KEY, MANIFEST
 
@@ -206,6 +213,21 @@ def _selected_policies(config_dir: Path) -> dict:
     return {p: v for p, v in data.items() if isinstance(v, dict) and v.get("threshold") is not None}
 
 
+def copy_exit_policy(model_file: Optional[PathLike], exit_layers: List[int],
+                     out_dir: Path) -> Optional[str]:
+    """The learned exit policy's fit beside the model file (``exit_policy.json``, where
+    ``bin/fit_exit_policy`` writes it and a packed model is unpacked with it), checked and
+    copied into ``out_dir``; returns its name there, or None when the model has none."""
+    if model_file is None:
+        return None
+    src = Path(model_file).parent / EXIT_POLICY_FILE
+    if not src.is_file():
+        return None
+    ExitClassifier.load(src).check_exits(exit_layers, src)
+    shutil.copyfile(src, out_dir / EXIT_POLICY_FILE)
+    return EXIT_POLICY_FILE
+
+
 # ------------------------------------------------------------------ writing graphs
 def _export(module, args, path: Path, inputs: List[str], outputs: List[str], axes: dict):
     import warnings
@@ -294,7 +316,8 @@ def write_graphs(model, out_dir: Path, input_size: int, quantize: Optional[str])
 def load_speech2text(asr_train_config: Optional[PathLike] = None,
                      asr_model_file: Optional[PathLike] = None,
                      model_zip: Optional[PathLike] = None):
-    """-> (EarlyExitSpeech2Text with greedy CTC on CPU, the config's path)."""
+    """-> (EarlyExitSpeech2Text with greedy CTC on CPU, the config's path, the model file's
+    path or None)."""
     from espnet_early_exit.inference import EarlyExitSpeech2Text
 
     if model_zip is not None:
@@ -310,7 +333,7 @@ def load_speech2text(asr_train_config: Optional[PathLike] = None,
         str(asr_train_config), None if asr_model_file is None else str(asr_model_file),
         device="cpu", beam_size=1, ctc_weight=1.0, nbest=1,
     )
-    return s2t, Path(asr_train_config)
+    return s2t, Path(asr_train_config), asr_model_file
 
 
 def build_manifest(s2t, config: Path, out_dir: Path, cost_seconds: float) -> dict:
@@ -350,10 +373,12 @@ def export_onnx(out_dir: PathLike, asr_train_config: Optional[PathLike] = None,
     ``out_dir`` is replaced at the end). Returns ``out_dir``."""
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize: {quantize!r} is not supported (int8 or none)")
-    s2t, config = load_speech2text(asr_train_config, asr_model_file, model_zip)
+    s2t, config, model_file = load_speech2text(asr_train_config, asr_model_file, model_zip)
     model = s2t.asr_model
     with atomic_directory(out_dir) as tmp:
+        policy_file = copy_exit_policy(model_file, list(model.exit_layers), tmp)
         manifest = build_manifest(s2t, config, tmp, cost_seconds)
+        manifest["exit_policy_file"] = policy_file
         input_size = (model.frontend.output_size() if model.frontend is not None
                       else int(manifest["input_size"]))
         manifest.update(write_graphs(model, tmp, input_size, quantize))

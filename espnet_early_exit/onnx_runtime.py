@@ -10,12 +10,19 @@ is enough). It reads a directory written by :mod:`espnet_early_exit.onnx_export`
     -> segment<k1>.onnx -> [head<k1>.onnx -> policy] -> segment<k2>.onnx -> ...
 
 stopping for real: no segment after the chosen exit runs (``runs`` counts the graphs run).
-The exit policies that need only the exit's logits are computed here in numpy, with the
+The exit policies that need only the exits' logits are computed here in numpy, with the
 definitions of :mod:`espnet_early_exit.policies` (tests check that both agree):
 
 ``entropy``         mean over frames of the CTC posterior entropy / log V; stop when < threshold
 ``max_posterior``   mean over non-blank frames (all if none) of max_v p_t(v); stop when >= threshold
+``agreement``       the greedy hypotheses of the last ``threshold`` (the patience, >= 1) exits
+                    before this one equal its own (``max_edits`` n: within n token edits)
+``learned``         P(this exit's hypothesis equals the last exit's) from the per-exit logistic
+                    regression fitted by ``bin/fit_exit_policy`` (``exit_policy.json``, copied
+                    by the exporter: ``manifest.json`` key ``exit_policy_file``); stop when >=
 
+The last two read the trace of the exits before, built by the same numpy code as the torch
+decoder's (:mod:`espnet_early_exit.exit_features`, :mod:`espnet_early_exit.exit_classifier`).
 The last exit always accepts. A dynamic policy without a threshold takes the one the model was
 packed with (``manifest.json`` ``policies``, from ``selected_thresholds.json``), if any.
 """
@@ -28,9 +35,20 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from espnet_early_exit.exit_classifier import DEFAULT_NAME as EXIT_POLICY_FILE
+from espnet_early_exit.exit_classifier import ExitClassifier
+from espnet_early_exit.exit_features import (
+    ExitView,
+    agreement_count,
+    greedy_tokens,
+    make_view,
+    mean_entropy_share,
+    mean_over_nonblank,
+)
 
 MANIFEST = "manifest.json"
 FORMAT = "espnet_early_exit.onnx"
@@ -129,22 +147,36 @@ def frame_stats(logits: np.ndarray) -> FrameStats:
 
 def entropy_confidence(stats: FrameStats, blank_id: int = 0) -> float:
     """Mean frame entropy over log V, in [0, 1] (policies.EntropyPolicy)."""
-    value = float((stats.log_sum - stats.mean_shift).mean()) / math.log(stats.vocab_size)
-    return min(max(value, 0.0), 1.0)
+    return mean_entropy_share(stats.log_sum - stats.mean_shift, stats.vocab_size)
 
 
 def max_posterior_confidence(stats: FrameStats, blank_id: int = 0) -> float:
     """Mean max posterior over non-blank frames, all if none (policies.MaxPosteriorPolicy)."""
-    best = np.exp(-stats.log_sum)
-    nonblank = stats.argmax != blank_id
-    return float(best[nonblank].mean() if nonblank.any() else best.mean())
+    return mean_over_nonblank(np.exp(-stats.log_sum), stats.argmax, blank_id)
+
+
+def exit_view(stats: FrameStats, k: int, index: int, blank_id: int,
+              prev: Optional[ExitView] = None) -> ExitView:
+    """Exit k's view for the trace policies (as ``exit_trace.exit_view`` from torch stats)."""
+    return make_view(k, index, stats.argmax, entropy_confidence(stats),
+                     max_posterior_confidence(stats, blank_id), blank_id, prev)
 
 
 @dataclass(frozen=True)
 class NumpyPolicy:
+    """A policy's direction and range; ``confidence`` of one exit's frame statistics, or None
+    for a policy that reads the trace of the exits before (the decoder builds its number from
+    the policy's options: ``OnnxEarlyExitSpeech2Text._policy``)."""
+
     name: str
     higher_is_confident: bool
-    confidence: Callable[[FrameStats, int], float]
+    confidence: Optional[Callable[[FrameStats, int], float]] = None
+    threshold_range: Tuple[float, float] = (0.0, 1.0)
+    options: Tuple[str, ...] = ()  # what exit_policy_conf may give it
+
+    @property
+    def uses_trace(self) -> bool:
+        return self.confidence is None
 
     def accept(self, confidence: float, threshold: float, is_last_exit: bool) -> bool:
         if is_last_exit:
@@ -155,8 +187,9 @@ class NumpyPolicy:
 POLICIES: Dict[str, NumpyPolicy] = {
     "entropy": NumpyPolicy("entropy", False, entropy_confidence),
     "max_posterior": NumpyPolicy("max_posterior", True, max_posterior_confidence),
+    "agreement": NumpyPolicy("agreement", True, None, (1.0, math.inf), ("max_edits",)),
+    "learned": NumpyPolicy("learned", True, None, (0.0, 1.0), ("model",)),
 }
-THRESHOLD_RANGE = (0.0, 1.0)
 
 
 def format_confidences(confidences: Dict[int, float]) -> str:
@@ -175,6 +208,7 @@ class OnnxResult:
     score: float
     exit_layer: int
     confidences: Dict[int, float] = field(default_factory=dict)
+    features: Optional[Dict[str, float]] = None  # all-exits pass: exit_features.FEATURES
 
 
 class Detokenizer:
@@ -208,11 +242,7 @@ class Detokenizer:
 def greedy_ids(stats: FrameStats, blank_id: int) -> Tuple[List[int], float]:
     """The best CTC path: argmax per frame, repeats collapsed, blanks dropped; its score is
     the sum of the frames' log max posteriors."""
-    path = stats.argmax
-    keep = np.ones(path.shape, dtype=bool)
-    keep[1:] = path[1:] != path[:-1]
-    ids = path[keep]
-    return [int(t) for t in ids[ids != blank_id]], float(-stats.log_sum.sum())
+    return greedy_tokens(stats.argmax, blank_id), float(-stats.log_sum.sum())
 
 
 # ----------------------------------------------------------------------------- decoder
@@ -222,23 +252,31 @@ class OnnxEarlyExitSpeech2Text:
     Args:
         model_dir: the export directory (``manifest.json`` and the graphs).
         exit_layer: the exit of the ``fixed`` policy (default: the last exit).
-        exit_policy: ``fixed``, ``entropy`` or ``max_posterior``.
-        exit_threshold: the dynamic policy's threshold in [0, 1] (default: the packed one).
+        exit_policy: ``fixed``, ``entropy``, ``max_posterior``, ``agreement`` or ``learned``.
+        exit_threshold: the dynamic policy's threshold (default: the packed one): in [0, 1],
+            ``agreement``'s patience >= 1.
         num_threads: onnxruntime's intra-op threads (default: onnxruntime's choice).
         providers: onnxruntime execution providers (default: CPU).
         session_config: onnxruntime session config entries, e.g.
             ``{"session.intra_op.allow_spinning": "0"}`` (idle threads sleep instead of
             spinning: for hosts that share the cores with other work).
+        exit_policy_conf: the policy's options, as ``EarlyExitSpeech2Text``'s:
+            ``{"max_edits": n}`` (agreement), ``{"model": path or name}`` (learned; default:
+            the export's ``exit_policy.json``). Options of another policy are ignored.
     """
 
     def __init__(self, model_dir: PathLike, exit_layer: Optional[int] = None,
                  exit_policy: str = "fixed", exit_threshold: Optional[float] = None,
                  num_threads: Optional[int] = None, providers: Optional[List[str]] = None,
-                 session_config: Optional[Dict[str, str]] = None):
+                 session_config: Optional[Dict[str, str]] = None,
+                 exit_policy_conf: Optional[Dict[str, Any]] = None):
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir)
         self.exit_layers: List[int] = [int(e["exit"]) for e in self.manifest["exits"]]
-        self.policy, self.exit_threshold = self._policy(exit_policy, exit_threshold)
+        # a trace policy's number from the views of the exits so far (None: not one)
+        self._traced: Optional[Callable[[List[ExitView]], float]] = None
+        self.policy, self.exit_threshold = self._policy(exit_policy, exit_threshold,
+                                                        dict(exit_policy_conf or {}))
         if self.policy is not None and exit_layer is not None:
             raise ValueError(f"exit_layer={exit_layer} is for exit_policy 'fixed'; policy "
                              f"{exit_policy!r} chooses the exit itself")
@@ -256,7 +294,12 @@ class OnnxEarlyExitSpeech2Text:
         self.runs: Counter = Counter()  # graph name -> times run
 
     # ------------------------------------------------------------------------ set-up
-    def _policy(self, name: str, threshold: Optional[float]):
+    def _policy(self, name: str, threshold: Optional[float], conf: Dict[str, Any]):
+        known = sorted({o for p in POLICIES.values() for o in p.options})
+        unknown = sorted(set(conf) - set(known))
+        if unknown:
+            raise ValueError(f"exit_policy_conf: {', '.join(unknown)}: not an option of the ONNX "
+                             f"runtime's policies ({', '.join(known)})")
         if name == "fixed":
             if threshold is not None:
                 raise ValueError(f"exit policy 'fixed' takes no threshold (got {threshold})")
@@ -264,15 +307,51 @@ class OnnxEarlyExitSpeech2Text:
         if name not in POLICIES:
             raise ValueError(f"exit policy {name!r} is not available in the ONNX runtime; "
                              f"choose fixed, {', '.join(sorted(POLICIES))}")
+        policy = POLICIES[name]
+        lo, hi = policy.threshold_range
         if threshold is None:
             threshold = (self.manifest["policies"].get(name) or {}).get("threshold")
             if threshold is None:
-                raise ValueError(f"exit policy {name!r} needs exit_threshold (a value in [0, 1]); "
-                                 f"{MANIFEST} key 'policies' has none selected for it")
-        lo, hi = THRESHOLD_RANGE
+                raise ValueError(f"exit policy {name!r} needs exit_threshold (a value in "
+                                 f"[{lo}, {hi}]); {MANIFEST} key 'policies' has none selected "
+                                 "for it")
         if isinstance(threshold, bool) or not lo <= float(threshold) <= hi:
-            raise ValueError(f"exit_threshold {threshold} is outside [{lo}, {hi}]")
-        return POLICIES[name], float(threshold)
+            raise ValueError(f"exit_threshold {threshold} is outside [{lo}, {hi}], the range of "
+                             f"the {name!r} policy")
+        if name == "agreement":
+            max_edits = conf.get("max_edits")
+            max_edits = 0 if max_edits is None else max_edits
+            if isinstance(max_edits, bool) or not isinstance(max_edits, int) or max_edits < 0:
+                raise ValueError(f"max_edits: {max_edits!r} is not an integer >= 0")
+            self._traced = lambda trace: agreement_count(trace, max_edits)
+        elif name == "learned":
+            classifier = self._load_classifier(conf.get("model"))
+            self._traced = lambda trace: classifier.view_probability(trace[-1])
+        return policy, float(threshold)
+
+    def _load_classifier(self, model: Optional[str]) -> ExitClassifier:
+        """The learned policy's fit: ``model`` (a path, or a name in the export dir), else the
+        file the manifest names (``exit_policy_file``, copied by the exporter)."""
+        fit = "python -m espnet_early_exit.bin.fit_exit_policy --model_file <the model file>"
+        if model is not None:
+            path = Path(model) if Path(model).is_file() else self.model_dir / model
+        elif self.manifest.get("exit_policy_file"):
+            path = self.model_dir / self.manifest["exit_policy_file"]
+        else:
+            raise FileNotFoundError(
+                f"exit policy 'learned' needs {EXIT_POLICY_FILE} (its fitted model) and "
+                f"{self.model_dir} has none ({MANIFEST} key 'exit_policy_file' is not set): fit "
+                f"it with {fit}, then export the model again (the exporter copies it), or give "
+                "exit_policy_conf {'model': <path>}")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the learned exit policy's model is missing (fit "
+                                    f"one with {fit})")
+        try:
+            classifier = ExitClassifier.load(path)
+            classifier.check_exits(self.exit_layers, path)
+        except (ValueError, KeyError, TypeError) as e:
+            raise OnnxModelError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
+        return classifier
 
     def _load_frontend(self) -> Optional[Dict[str, np.ndarray]]:
         if self.manifest["frontend"] is None:
@@ -373,6 +452,21 @@ class OnnxEarlyExitSpeech2Text:
         tokens, text = self.detokenize(ids)
         return OnnxResult(text, tokens, ids, score, k, dict(confidences))
 
+    def _observe(self, trace: List[ExitView], stats: FrameStats, k: int) -> ExitView:
+        """Exit k's view, appended to the utterance's ``trace`` (once per exit)."""
+        if not trace or trace[-1].exit != k:
+            trace.append(exit_view(stats, k, self.exit_layers.index(k), self.blank_id,
+                                   trace[-1] if trace else None))
+        return trace[-1]
+
+    def _confidence(self, stats: FrameStats, k: int, trace: List[ExitView]) -> float:
+        """The policy's number at exit k of one utterance (a trace policy's: from its views,
+        exit k's added to ``trace``)."""
+        if self._traced is None:
+            return self.policy.confidence(stats, self.blank_id)
+        self._observe(trace, stats, k)
+        return self._traced(trace)
+
     # ------------------------------------------------------------------------ decoding
     def __call__(self, speech: np.ndarray, fs: Optional[int] = None) -> OnnxResult:
         """Decode one mono waveform (n_samples,)."""
@@ -384,6 +478,7 @@ class OnnxEarlyExitSpeech2Text:
         state = self._begin(speeches, fs)
         results: List[Optional[OnnxResult]] = [None] * len(speeches)
         confs: List[Dict[int, float]] = [{} for _ in speeches]
+        traces: List[List[ExitView]] = [[] for _ in speeches]
         active = list(range(len(speeches)))
         exits = self.exit_layers if self.policy else [k for k in self.exit_layers
                                                       if k <= self.exit_layer]
@@ -396,7 +491,7 @@ class OnnxEarlyExitSpeech2Text:
             for row, i in enumerate(active):
                 stats = frame_stats(logits[row, : int(lengths[row])])
                 if self.policy is not None:
-                    confs[i][k] = self.policy.confidence(stats, self.blank_id)
+                    confs[i][k] = self._confidence(stats, k, traces[i])
                     if not self.policy.accept(confs[i][k], self.exit_threshold,
                                               k == self.exit_layers[-1]):
                         keep.append(row)
@@ -410,14 +505,17 @@ class OnnxEarlyExitSpeech2Text:
 
     def decode_all_exits(self, speech: np.ndarray, fs: Optional[int] = None,
                          timings: Optional[Dict[int, float]] = None) -> Dict[int, OnnxResult]:
-        """Decode one utterance at every exit, running each segment once. With a dynamic
-        policy, each exit's result carries the policy's numbers up to it. ``timings`` (a dict)
-        gets the seconds "as if decoding had stopped at exit k" added per exit."""
+        """Decode one utterance at every exit, running each segment once. Each exit's result
+        carries its ``features`` (exit_features.FEATURES, what bin/fit_exit_policy fits on)
+        and, with a dynamic policy, the policy's numbers up to it. ``timings`` (a dict) gets
+        the seconds "as if decoding had stopped at exit k" (a fixed exit: the policies'
+        numbers not included) added per exit."""
         t0 = time.perf_counter()
         state = self._begin([speech], fs)
         encoder = time.perf_counter() - t0
         out: Dict[int, OnnxResult] = {}
         confs: Dict[int, float] = {}
+        trace: List[ExitView] = []
         for k in self.exit_layers:
             t0 = time.perf_counter()
             state = self._advance(state, k)
@@ -425,9 +523,11 @@ class OnnxEarlyExitSpeech2Text:
             encoder += t1 - t0
             n = int(state["mask"].sum())
             stats = frame_stats(self._logits(state, k)[0, :n])
-            if self.policy is not None:
-                confs[k] = self.policy.confidence(stats, self.blank_id)
-            out[k] = self._result(stats, k, confs)
+            out[k] = self._result(stats, k, {})
             if timings is not None:
                 timings[k] = timings.get(k, 0.0) + encoder + time.perf_counter() - t1
+            view = self._observe(trace, stats, k)
+            if self.policy is not None:
+                confs[k] = self._confidence(stats, k, trace)
+            out[k].confidences, out[k].features = dict(confs), view.features()
         return out

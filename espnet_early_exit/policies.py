@@ -73,12 +73,13 @@ import numpy as np
 import torch
 
 from espnet_early_exit.exit_classifier import DEFAULT_NAME, ExitClassifier
-from espnet_early_exit.exit_trace import (
-    ExitTracker,
+from espnet_early_exit.exit_features import (
     ExitView,
+    agreement_count,
     mean_entropy_share,
     mean_over_nonblank,
 )
+from espnet_early_exit.exit_trace import ExitTracker
 from espnet_early_exit.frame_stats import FrameStats, frame_stats
 from espnet_early_exit.scoring import score_utterances
 
@@ -489,12 +490,7 @@ class AgreementPolicy(_TracePolicy):
         self.max_edits = max_edits
 
     def confidence_from_trace(self, trace: Sequence[ExitView]) -> float:
-        n = 0
-        for view in reversed(trace):
-            if view.edits_prev is None or view.edits_prev > self.max_edits:
-                break
-            n += 1
-        return float(n)
+        return agreement_count(trace, self.max_edits)
 
     def __repr__(self) -> str:
         return f"AgreementPolicy(threshold={self.threshold}, max_edits={self.max_edits})"
@@ -531,8 +527,7 @@ class LearnedPolicy(_TracePolicy):
     def confidence_from_trace(self, trace: Sequence[ExitView]) -> float:
         if self.classifier is None:
             raise RuntimeError("the learned policy has no model: call prepare() first")
-        view = trace[-1]
-        return self.classifier.probability(view.exit, view.features())
+        return self.classifier.view_probability(trace[-1])
 
     def __repr__(self) -> str:
         return f"LearnedPolicy(threshold={self.threshold}, model={self.model!r})"

@@ -15,7 +15,7 @@ runs it) and returns a :class:`TrainedModel`::
 process), scores it, writes exit_costs.json and RESULTS.md (+ plots) with
 ``espnet_early_exit.results.make_results``: the experiment dir a recipe has after stage 13.
 
-Used by module-scoped fixtures (tests/test_zoo.py); takes about a minute on 2 CPU cores.
+Used by module-scoped fixtures (tests/test_zoo.py, test_zoo_learned.py, test_onnx.py, test_onnx_recipe.py); takes about a minute on 2 CPU cores.
 """
 
 from __future__ import annotations

@@ -32,21 +32,30 @@ def waves(lengths=(16000, 23456, 9100), seed=0):
     return [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in lengths]
 
 
-@pytest.fixture(scope="module")
-def model_files(tmp_path_factory):
-    """config.yaml + model.pth of a random tiny model with character tokens."""
+def write_model(root: Path, tune=None):
+    """config.yaml + model.pth of a random tiny model with character tokens in ``root``;
+    ``tune(model)``, if given, changes the model before it is saved."""
     from espnet_early_exit.task import EarlyExitASRTask
 
-    root = tmp_path_factory.mktemp("onnx_model")
     tokens = root / "tokens.txt"
     tokens.write_text("\n".join(CHAR_TOKENS) + "\n")
     args = build_args(tiny_config(), tokens, root, extra=("--token_type", "char"))
     torch.manual_seed(3)
     model = EarlyExitASRTask.build_model(args)
+    if tune is not None:
+        tune(model.eval())
     (root / "config.yaml").write_text(yaml.safe_dump(vars(args)))
     torch.save(model.state_dict(), root / "model.pth")
-    (root / "selected_thresholds.json").write_text(json.dumps({"entropy": {"threshold": 0.97}}))
     return root / "config.yaml", root / "model.pth"
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    """config.yaml + model.pth of a random tiny model with character tokens."""
+    root = tmp_path_factory.mktemp("onnx_model")
+    files = write_model(root)
+    (root / "selected_thresholds.json").write_text(json.dumps({"entropy": {"threshold": 0.97}}))
+    return files
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +84,7 @@ def test_manifest(exported, torch_s2t):
     assert manifest["tokenizer"]["token_type"] == "char"
     assert manifest["policies"] == {"entropy": {"threshold": 0.97}}
     assert manifest["quantization"] is None and manifest["hidden_inputs"] == ["hidden", "pos_emb"]
+    assert manifest["exit_policy_file"] is None  # no exit_policy.json beside model.pth
 
 
 def test_features_equal_espnet_frontend(exported, torch_s2t):
@@ -169,9 +179,12 @@ def test_numpy_policies_agree_with_torch():
     for z in [*cases, blank_only]:
         stats = ort_rt.frame_stats(z.numpy())
         for name, np_policy in ort_rt.POLICIES.items():
-            torch_policy = get_policy(name, 0.5)
             assert np_policy.higher_is_confident == POLICIES[name].higher_is_confident
-            assert ort_rt.THRESHOLD_RANGE == POLICIES[name].threshold_range
+            assert np_policy.threshold_range == POLICIES[name].threshold_range
+            assert np_policy.uses_trace == POLICIES[name].uses_trace
+            if np_policy.uses_trace:  # tests/test_onnx_policies.py
+                continue
+            torch_policy = get_policy(name, 0.5)
             expected = torch_policy.confidence_from_logits(z, 0)
             assert np_policy.confidence(stats, 0) == pytest.approx(expected, abs=1e-5)
             for c in (0.2, 0.5, 0.8):
@@ -244,13 +257,15 @@ def write_wav_scp(root: Path, rates=(FS, FS, FS)) -> Path:
     return root / "wav.scp"
 
 
-NO_TORCH = """
+BLOCK_TORCH = """
 import json, sys
 class Block:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in ("torch", "espnet", "espnet2", "onnx", "librosa"):
             raise ImportError("blocked: " + name)
 sys.meta_path.insert(0, Block())
+"""
+NO_TORCH = BLOCK_TORCH + """
 import soundfile
 from espnet_early_exit.bin import onnx_inference
 from espnet_early_exit.onnx_runtime import OnnxEarlyExitSpeech2Text

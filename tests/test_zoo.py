@@ -2,7 +2,8 @@
 
 Fast tests use a synthetic experiment dir (the tiny config, a small tensor checkpoint, a
 hand-written RESULTS.md); the `slow` ones train the tiny model on mini_an4
-(tests/_trained_model.py), pack it, and decode from the zip in a fresh process.
+(tests/_trained_model.py), pack it, and decode from the zip in a fresh process. The learned exit
+policy's trip through the zip: tests/test_zoo_learned.py.
 """
 
 from __future__ import annotations
@@ -677,3 +678,12 @@ def test_hub_repository_layout_loads(trained, trained_zip, tmp_path, monkeypatch
         for utt, (text, tokens, score) in by_utt.items():
             assert hyps[k][utt][:2] == (text, tokens)
             assert hyps[k][utt][2] == pytest.approx(score, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_learned_policy_of_a_real_run_travels_in_the_zip(trained, tmp_path, monkeypatch):
+    """The learned exit policy fitted for the trained model decodes the same from its zip."""
+    from test_zoo_learned import check_learned_round_trip
+
+    check_learned_round_trip(trained.root, trained.exp_dir.relative_to(trained.root).as_posix(),
+                             trained.model_file.name, trained.test_dir, tmp_path, monkeypatch)

@@ -12,6 +12,10 @@ Run it from the recipe dir (where data/ and exp/ are), as ESPnet's asr.sh runs
 `python -m espnet2.bin.pack asr`: files below it keep their relative names in the zip.
 The config's dir contributes RESULTS.md, wer_vs_exit.png, wer_vs_compute.png, exit_costs.json
 and selected_thresholds.json when present (--exp_extras false: only --option files).
+A learned exit policy beside the model file (exit_policy.json, from
+python -m espnet_early_exit.bin.fit_exit_policy) is always packed, beside the model in the
+zip (exp/asr_x/exit_policy.json), so that --exit_policy learned works from the zip; one that
+does not load is an error naming it.
 See espnet_early_exit/zoo/ and docs/model_zoo.md.
 """
 

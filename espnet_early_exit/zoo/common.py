@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from pathlib import Path
 from typing import Optional, Union
+
+from espnet_early_exit.exit_classifier import DEFAULT_NAME as EXIT_POLICY_NAME
 
 PathLike = Union[str, Path]
 
@@ -50,3 +53,19 @@ def first_line(e: BaseException) -> str:
 def lexical_abs(path: PathLike) -> Path:
     """``path`` made absolute without resolving symlinks."""
     return Path(os.path.normpath(os.path.abspath(os.fspath(path))))
+
+
+def exit_policy_member(model_member: str) -> str:
+    """The archive member of a packed model's learned exit policy: ``exit_policy.json`` in the
+    directory of the model file's member (``exp/asr_x/valid.loss.ave.pth`` ->
+    ``exp/asr_x/exit_policy.json``), so that unpacking puts it where the ``learned`` policy
+    looks: beside the model file."""
+    return posixpath.join(posixpath.dirname(model_member), EXIT_POLICY_NAME)
+
+
+def packed_exit_policy(meta: dict) -> Optional[dict]:
+    """meta.yaml's record of the packed learned exit policy, ``early_exit.exit_policy``
+    (``file``: its member, ``exits``, ``inputs``, ``sha256``), or None."""
+    ee = meta.get("early_exit")
+    record = ee.get("exit_policy") if isinstance(ee, dict) else None
+    return record if isinstance(record, dict) else None

@@ -5,7 +5,10 @@ Loading (:func:`unpack_model`, :func:`from_pretrained`, used by
 a local zip is unpacked offline into its cache dir; a model-zoo name, URL or Hugging Face repo id
 is downloaded (needs the network). Before anything is unpacked or unpickled the archive passes
 the checks of :mod:`espnet_early_exit.zoo.archive`; after unpacking every listed file must
-exist and every ``.pth`` must be a plain tensor checkpoint.
+exist and every ``.pth`` must be a plain tensor checkpoint. A packed learned exit policy
+(``exit_policy.json``, packed beside the model's member) is unpacked beside the model file, where
+``exit_policy="learned"`` finds it by name; a model packed without one still loads, and asking it
+for the ``learned`` policy is an error that says so.
 
 This module does not know the inference class: :func:`from_pretrained` builds the class it is
 given (``EarlyExitSpeech2Text.from_pretrained`` passes itself).
@@ -29,7 +32,14 @@ from espnet_early_exit.zoo.archive import (
     listed,
     meta_bytes,
 )
-from espnet_early_exit.zoo.common import PIP_NAME, PLUGIN_KEY_PREFIX, PathLike, first_line
+from espnet_early_exit.zoo.common import (
+    EXIT_POLICY_NAME,
+    PIP_NAME,
+    PLUGIN_KEY_PREFIX,
+    PathLike,
+    first_line,
+    packed_exit_policy,
+)
 from espnet_early_exit.zoo.errors import IncompleteArchiveError, ModelZooError
 
 logger = logging.getLogger(__name__)
@@ -58,6 +68,34 @@ def _check_unpacked(info: Dict[str, str], meta: dict, where: str) -> None:
             f"{where}: after unpacking, files listed in meta.yaml are missing: "
             f"{', '.join(missing)}"
         )
+
+
+def _check_exit_policy(info: Dict[str, str], meta: dict, where: str) -> None:
+    """A learned exit policy recorded in meta.yaml must have been unpacked beside the model."""
+    record = packed_exit_policy(meta)
+    if record and not (Path(info["asr_model_file"]).parent / EXIT_POLICY_NAME).is_file():
+        raise IncompleteArchiveError(
+            f"{where}: meta.yaml records a learned exit policy ({record.get('file')}), but "
+            f"after unpacking there is no {EXIT_POLICY_NAME} beside the model file "
+            f"{info['asr_model_file']}"
+        )
+
+
+def _check_learned_request(model_tag: PathLike, info: Dict[str, str], kwargs: dict) -> None:
+    """``exit_policy="learned"`` of a packed model that carries no fitted policy: say so."""
+    if kwargs.get("exit_policy") != "learned":
+        return
+    conf = kwargs.get("exit_policy_conf")
+    name = (conf.get("model") if isinstance(conf, dict) else None) or EXIT_POLICY_NAME
+    if Path(name).is_file() or (Path(info["asr_model_file"]).parent / name).is_file():
+        return
+    raise FileNotFoundError(
+        f"{model_tag}: exit_policy 'learned' needs a fitted exit policy, and this packed model "
+        f"carries none ({name} is not beside its model file): fit one beside the model file "
+        "(python -m espnet_early_exit.bin.fit_exit_policy --model_file ...) and pack the "
+        "model again, give exit_policy_conf={'model': <path to an exit_policy.json>}, or use "
+        "another policy"
+    )
 
 
 def _version_tuple(v: str) -> Tuple[int, ...]:
@@ -138,6 +176,7 @@ def _unpack(model_tag: PathLike, cachedir: Optional[PathLike]) -> Tuple[Dict[str
         where = tag
     info = dict(info)
     _check_unpacked(info, meta, where)
+    _check_exit_policy(info, meta, where)
     _check_plugin_version(meta, where)
     for key in [k for k in info if k.startswith(PLUGIN_KEY_PREFIX)]:
         info.pop(key)
@@ -186,7 +225,10 @@ def from_pretrained(cls: Callable[..., Any], model_tag: Optional[PathLike] = Non
     given = [k for k in ("asr_train_config", "asr_model_file") if kwargs.get(k) is not None]
     if given:
         raise ValueError(f"give either a model tag or {' and '.join(given)}, not both")
+    for key in ("asr_train_config", "asr_model_file"):  # None: the CLI's unset options
+        kwargs.pop(key, None)
     info, state_keys = _unpack(model_tag, cachedir)
+    _check_learned_request(model_tag, info, kwargs)
     obj = cls(**info, **kwargs)
     model = getattr(obj, "asr_model", None)
     if model is not None and state_keys:

@@ -16,15 +16,22 @@ archive is an ordinary ESPnet model-zoo zip: ``meta.yaml`` + the files it lists 
   ``--encoder ee_conformer`` (or, worse, nothing); our loader pops the key;
 * records an ``ee_hf_ssl`` backbone's config in the packed config when training did not
   (``encoder_conf.backbone_config``, ``load_pretrained: false``): loading needs no hub;
+* packs the ``learned`` exit policy's classifier (``exit_policy.json``, written beside the model
+  file by ``python -m espnet_early_exit.bin.fit_exit_policy``) when there is one, as the member
+  beside the model's (:func:`~espnet_early_exit.zoo.common.exit_policy_member`), so that
+  unpacking puts it where the policy looks for it; it must load, and fit the model's exits;
 * post-processes the zip (ESPnet's ``pack`` cannot add keys to ``meta.yaml``) to record the
-  plugin's version next to ESPnet's and torch's, and the model's exits; the output is written to
-  a temporary file and renamed into place (:func:`espnet_early_exit.fileio.atomic_write`).
+  plugin's version next to ESPnet's and torch's, the model's exits and the packed exit policy;
+  the output is written to a temporary file and renamed into place
+  (:func:`espnet_early_exit.fileio.atomic_write`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import logging
 import os
 import shutil
@@ -37,14 +44,18 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 import espnet_early_exit
+from espnet_early_exit.exit_classifier import ExitClassifier
 from espnet_early_exit.fileio import atomic_write
 from espnet_early_exit.zoo.archive import check_model_file, check_zip
 from espnet_early_exit.zoo.common import (
+    EXIT_POLICY_NAME,
     LOADER,
     MARKER_NAME,
     PIP_NAME,
     PLUGIN_KEY,
     PathLike,
+    exit_policy_member,
+    first_line,
     lexical_abs,
     unsafe_name_reason,
 )
@@ -71,6 +82,7 @@ class _PackPlan:
     model_arc: str
     repoint: Dict[Tuple[Any, str], str]  # (config key, old value) -> arcname
     extras: List[str]  # arcnames of the extra files
+    exit_policy: Optional[dict] = None  # meta.yaml's record of the packed learned exit policy
 
 
 @contextlib.contextmanager
@@ -145,11 +157,12 @@ class _Sources:
                 rel = f"{default_dir}/{src.name}"
         return rel
 
-    def add(self, src: Path, default_dir: str) -> str:
+    def add(self, src: Path, default_dir: str, arc: Optional[str] = None) -> str:
+        """Pack ``src`` (as ``arc`` if given, else under its recipe-relative name)."""
         src = Path(src)
         if not src.is_file():
             raise FileNotFoundError(f"cannot pack {src}: no such file")
-        arc = self._arc_for(src, default_dir)
+        arc = arc or self._arc_for(src, default_dir)
         if arc in self.files and self.files[arc].resolve() != src.resolve():
             raise ModelZooError(
                 f"two different files would be packed as {arc}: {self.files[arc]} and {src}"
@@ -190,6 +203,28 @@ def _repoint_inference_files(
     return repoint
 
 
+def _exit_policy_record(path: Path, config: dict) -> dict:
+    """Check the learned exit policy found beside the model file -- it loads, and its exits are
+    the model's -- before anything is written; -> its meta.yaml record (without ``file``)."""
+    try:
+        classifier = ExitClassifier.load(path)
+        inputs = json.loads(path.read_text(encoding="utf-8")).get("inputs")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ModelZooError(
+            f"{path} is not a valid learned exit policy ({type(e).__name__}: {first_line(e)}): "
+            "fit it again (python -m espnet_early_exit.bin.fit_exit_policy) or move it away "
+            "from the model file"
+        ) from None
+    layers = (config.get("encoder_conf") or {}).get("exit_layers")
+    if isinstance(layers, (list, tuple)):
+        try:
+            classifier.check_exits(layers, path)
+        except ValueError as e:
+            raise ModelZooError(str(e)) from None
+    return {"exits": sorted(classifier.models), "inputs": inputs,
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
 def _plan_pack(
     config_path: Path,
     model_path: Path,
@@ -215,7 +250,16 @@ def _plan_pack(
         arc = sources.add(src, sources.exp_arc)
         if arc not in extras and arc not in repoint.values():
             extras.append(arc)
-    return _PackPlan(sources.files, config_arc, model_arc, repoint, extras)
+
+    exit_policy = None
+    policy_path = model_path.parent / EXIT_POLICY_NAME  # where the learned policy looks
+    if policy_path.is_file():
+        exit_policy = _exit_policy_record(policy_path, config)
+        arc = sources.add(policy_path, sources.exp_arc, arc=exit_policy_member(model_arc))
+        exit_policy = {"file": arc, **exit_policy}
+        if arc not in extras:
+            extras.append(arc)
+    return _PackPlan(sources.files, config_arc, model_arc, repoint, extras, exit_policy)
 
 
 def _marker_text(config: dict) -> str:
@@ -232,10 +276,11 @@ def _marker_text(config: dict) -> str:
     )
 
 
-def _extra_meta(config: dict, extras: List[str]) -> dict:
-    """The keys the plugin adds to meta.yaml: its version and the model's exits."""
+def _extra_meta(config: dict, extras: List[str], exit_policy: Optional[dict] = None) -> dict:
+    """The keys the plugin adds to meta.yaml: its version, the model's exits, the extra files
+    and the packed learned exit policy (``early_exit.exit_policy``, when there is one)."""
     enc_conf = config.get("encoder_conf") or {}
-    return {
+    meta = {
         "espnet_early_exit": espnet_early_exit.__version__,
         "early_exit": {
             "model": config.get("model"),
@@ -247,6 +292,9 @@ def _extra_meta(config: dict, extras: List[str]) -> dict:
             "extra_files": extras,
         },
     }
+    if exit_policy:
+        meta["early_exit"]["exit_policy"] = exit_policy
+    return meta
 
 
 def _rewrite_meta(src_zip: Path, dst_zip: Path, extra_meta: dict) -> None:
@@ -300,7 +348,7 @@ def _write_archive(out: Path, name: str, plan: _PackPlan, config: dict) -> None:
                 outpath=espnet_zip,
             )
         logger.debug(printed.getvalue())
-        _rewrite_meta(Path(espnet_zip), out, _extra_meta(config, plan.extras))
+        _rewrite_meta(Path(espnet_zip), out, _extra_meta(config, plan.extras, plan.exit_policy))
         check_zip(out)  # what we publish must pass what we demand when loading
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -357,6 +405,13 @@ def pack_model(
         exp_extras: also pack ``RESULTS.md``, ``wer_vs_exit.png``, ``wer_vs_compute.png``,
             ``exit_costs.json`` and ``selected_thresholds.json`` from the config's dir, when
             present.
+
+    A learned exit policy beside the model file (``exit_policy.json``, see
+    ``python -m espnet_early_exit.bin.fit_exit_policy``) is always packed, beside the model's
+    member (``exp/<exp>/exit_policy.json``) and recorded in meta.yaml
+    (``early_exit.exit_policy``: ``file``, ``exits``, ``inputs``, ``sha256``); one that does not
+    load, or was fitted for other exits, is refused (:class:`ModelZooError` naming it) before
+    anything is written.
 
     Paths below the current directory keep their relative names in the archive (run it from
     the recipe dir, like ESPnet's asr.sh); others are named ``exp/<exp dir name>/...`` and
