@@ -109,6 +109,18 @@ def fsdd_fixture() -> dict:
                      "stock_greedy": {str(k): "1 2" for k in range(1, 7)}})
 
 
+def onnx_fixture() -> dict:
+    speed = [{"exit": k, "flops_share": k / 4, "torch_s": 0.1 * k, "float32_s": 0.11 * k,
+              "int8_s": 0.2 * k, "onnx_vs_torch": 1.1, "time_share": k / 4, "ok_speed": False,
+              "ok_share": True} for k in (2, 4)]
+    fsdd = [{"exit": k, "same_hyps_float32": True, "torch_wer": 7.843137 / k, "torch_s": 7.4 * k,
+             "float32_wer": 7.843137 / k, "float32_s": 3.0 * k, "int8_wer": 8.137255 / k,
+             "int8_s": 6.7 * k} for k in (1, 2)]
+    return dict(RECORD, kind="bench_onnx", options={"quick": False}, speed=speed, fsdd=fsdd,
+                command="python benchmarks/bench_onnx.py --results "
+                        "/abs/repo/docs/results/bench/onnx.json")
+
+
 @pytest.fixture()
 def site(tmp_path):
     """A copy of the pages with fixture results."""
@@ -117,7 +129,8 @@ def site(tmp_path):
     results = tmp_path / "docs" / "results"
     for name, data in ((render_docs.TRAINING, training_fixture()),
                        (render_docs.INFERENCE, inference_fixture()),
-                       (render_docs.FSDD, fsdd_fixture())):
+                       (render_docs.FSDD, fsdd_fixture()),
+                       (render_docs.ONNX, onnx_fixture())):
         (results / name).parent.mkdir(parents=True, exist_ok=True)
         (results / name).write_text(json.dumps(data), encoding="utf-8")
     return tmp_path
@@ -155,6 +168,10 @@ def test_every_block_renders_from_fixtures_and_check_catches_changes(site, capsy
     assert "| +3.5 to +4.6% |" in readme  # a range over the runs
     assert "python benchmarks/x.py --results docs/results/bench/x.json" in readme
     assert "34.0 M parameters + 6.5 M" in readme
+    assert "| 4 | 1.000 | 400 | 440 | 800 | 1.10x | no | 1.000 | yes |" in readme  # onnx speed
+    assert "| 2 | 3.92 | 3.92 | 4.07 | yes | 14.8 | 6.0 | 13.4 |" in readme  # onnx fsdd
+    assert "--results docs/results/bench/onnx.json" in readme and "/abs/repo" not in readme
+    assert "-->1.10x<!--" in readme and "-->0.41x<!--" in readme  # float32 / torch
     fsdd = (site / "docs" / "fsdd_study.md").read_text(encoding="utf-8")
     assert "2.6 M" in fsdd and "1,020" in fsdd and "./study.sh --workdir W" in fsdd
     assert "| EE from scratch | 8.14 |" in fsdd and "| 0.5 | entropy | none within budget |" in fsdd

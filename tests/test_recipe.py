@@ -196,7 +196,8 @@ def test_driver_help_lists_options_and_stages(tmp_path: Path) -> None:
                    "--asr_tag", "--expdir", "--dumpdir", "--train_set", "--valid_set", "--test_sets",
                    "--token_type", "--nbpe", "--bpemode", "--speed_perturb_factors", "--min_wav_duration",
                    "--max_wav_duration", "--exit_policies", "--inference_asr_model", "--lang",
-                   "--local_data_script", "--dist_launcher", "--workdir"):
+                   "--local_data_script", "--dist_launcher", "--workdir", "--inference_backend",
+                   "--onnx_quantize"):
         assert option in proc.stdout, option
     assert "6-9" in proc.stdout  # says that the LM stages do not exist
     assert not list(tmp_path.iterdir())  # --help writes nothing

@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
 TRAINING = "bench/training.json"
 INFERENCE = "bench/inference.json"
+ONNX = "bench/onnx.json"
 FSDD = "fsdd/study.json"
 BLOCK = re.compile(r"<!-- generated: (?P<id>[^>]+?) -->(?P<body>.*?)<!-- end generated -->",
                    re.DOTALL)
@@ -215,6 +216,52 @@ def inference_speedup(res: Results) -> str:
     return "\n".join(table(["model", "exit 6 ms", "full encoder + greedy ms",
                             "speed-up", "vs stock `Speech2Text` beam 1", "FLOPs bound"], rows)
                      + ["", provenance_line(data)])
+
+
+# ------------------------------------------------------------------------------ ONNX
+# docs/results/bench/onnx.json: benchmarks/bench_onnx.py (speed per exit of the LS-100 config,
+# and with --fsdd_exp/--fsdd_test the FSDD test set decoded at every exit by each backend)
+def onnx_command(res: Results) -> str:
+    """The command, its results path relative to the repository (as the other commands)."""
+    data = res(ONNX)
+    return command_block(dict(data, command=re.sub(r"(--results )\S*?(docs/results/)", r"\1\2",
+                                                   data["command"])))
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "no"
+
+
+def onnx_speed(res: Results) -> str:
+    """Per exit: torch, onnxruntime float32 and int8 times, and the issue's two targets."""
+    data = res(ONNX)
+    rows = [[r["exit"], f"{r['flops_share']:.3f}", f"{r['torch_s'] * 1e3:.0f}",
+             f"{r['float32_s'] * 1e3:.0f}", f"{r['int8_s'] * 1e3:.0f}",
+             f"{r['onnx_vs_torch']:.2f}x", _yes(r["ok_speed"]), f"{r['time_share']:.3f}",
+             _yes(r["ok_share"])] for r in data["speed"]]
+    return "\n".join(table(["exit", "FLOPs share", "torch ms", "float32 ms", "int8 ms",
+                            "float32 / torch", "<= 0.6 x torch", "time share (float32)",
+                            "<= 1.1 x FLOPs share + 0.05"], rows)
+                     + ["", provenance_line(data)])
+
+
+def onnx_fsdd(res: Results) -> str:
+    """Per exit of the FSDD model: WER and test-set decoding seconds of each backend."""
+    data = res(ONNX)
+    if not data.get("fsdd"):
+        raise Pending("_Not measured yet: `benchmarks/bench_onnx.py --fsdd_exp ... --fsdd_test "
+                      "...` adds this table._")
+    rows = [[r["exit"], f"{r['torch_wer']:.2f}", f"{r['float32_wer']:.2f}",
+             f"{r['int8_wer']:.2f}", _yes(r["same_hyps_float32"]), f"{r['torch_s']:.1f}",
+             f"{r['float32_s']:.1f}", f"{r['int8_s']:.1f}"] for r in data["fsdd"]]
+    return "\n".join(table(["exit", "WER torch", "WER float32", "WER int8",
+                            "float32 hypotheses = torch's", "torch s", "float32 s", "int8 s"],
+                           rows) + ["", provenance_line(data)])
+
+
+def onnx_ratio(res: Results, part: str, num: str, den: str) -> str:
+    """``a to b x``: the range over the exits of one time over another (``part``: speed|fsdd)."""
+    return fmt_range([r[f"{num}_s"] / r[f"{den}_s"] for r in res(ONNX)[part]], ".2f", "x")
 
 
 # ------------------------------------------------------------------------------ FSDD study
@@ -454,6 +501,10 @@ BLOCKS: Dict[str, Tuple[Callable[..., str], str]] = {
     "inference-method": (inference_method, INFERENCE),
     "inference-speedup": (inference_speedup, INFERENCE),
     "policy-overhead": (policy_overhead, INFERENCE),
+    "onnx-command": (onnx_command, ONNX),
+    "onnx-speed": (onnx_speed, ONNX),
+    "onnx-fsdd": (onnx_fsdd, ONNX),
+    "onnx-ratio": (onnx_ratio, ONNX),
     "fsdd-command": (fsdd_command, FSDD),
     "fsdd-machine": (fsdd_machine, FSDD),
     "fsdd-params": (fsdd_params, FSDD),

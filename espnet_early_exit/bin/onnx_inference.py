@@ -6,11 +6,18 @@
         --output_dir exp/asr_x/decode_onnx/test/exit4 [--exit_layer 4 | --exit_policy entropy \
         --exit_threshold 0.3 | --all_exits true] [--key_file keys.scp] [--num_threads 2]
 
+--exit_policy: fixed, entropy, max_posterior, agreement (--exit_threshold: the patience,
+--exit_policy_conf "{max_edits: 1}") or learned (the export's exit_policy.json, or
+--exit_policy_conf "{model: path}"), with the options of ``bin/asr_inference``. With
+--all_exits true each exit<k>/1best_recog also gets ``features``, what ``bin/fit_exit_policy``
+fits the learned policy on.
+
 Writes what ``espnet_early_exit.bin.asr_inference`` writes (stage 12; ``merge_decode`` and
 stage 13 read it): ``1best_recog/{text,token,token_int,score,exit,confidence}`` and
 ``timing.json`` under --output_dir, or with --all_exits true the same under ``exit<k>/`` for
-every exit (``exit<k>/timing.json``: the time as if decoding had stopped at k). Every speech
-file must be sampled at the model's rate (checked before decoding, naming the file).
+every exit (``exit<k>/timing.json``: the time as if decoding had stopped at k); last, the
+``.done`` marker of a stage 12 job (the digest of --key_file), in each of those dirs. Every
+speech file must be sampled at the model's rate (checked before decoding, naming the file).
 """
 
 import argparse
@@ -19,9 +26,10 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from espnet_early_exit.bin._cli import add_log_level, setup_logging, str2bool
+from espnet_early_exit.exit_features import format_features
 from espnet_early_exit.fileio import atomic_write_text, read_table, write_table
 from espnet_early_exit.onnx_runtime import (
     POLICIES,
@@ -30,9 +38,43 @@ from espnet_early_exit.onnx_runtime import (
     TooShortError,
     format_confidences,
 )
+from espnet_early_exit.stages.jobs import write_job_marker
 
 logger = logging.getLogger("espnet_early_exit.bin.onnx_inference")
 FILES = ("text", "token", "token_int", "score", "exit", "confidence")
+
+
+def _scalar(text: str) -> Any:
+    value = text.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    if value.lower() in ("", "null", "none", "~"):
+        return None
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+class PolicyConfAction(argparse.Action):
+    """``--exit_policy_conf`` as asr_inference takes it (flat): ``"{max_edits: 1}"``,
+    ``"{'model': 'f.json'}"`` or ``max_edits=1``; repeated options update the dict (no yaml:
+    this CLI runs without ESPnet's parser)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        text = values.strip()
+        braced = text.startswith("{") and text.endswith("}")
+        conf = dict(getattr(namespace, self.dest) or {})
+        for item in filter(str.strip, text[1:-1].split(",") if braced else [text]):
+            key, sep, value = item.partition(":" if braced else "=")
+            if not sep or not key.strip():
+                parser.error(f"{option_string} {values!r}: give key=value or {{key: value, ...}}")
+            conf[str(_scalar(key))] = _scalar(value)
+        setattr(namespace, self.dest, conf)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -46,7 +88,11 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--exit_layer", type=int, default=None, help="exit of the fixed policy")
     p.add_argument("--exit_policy", default="fixed", choices=["fixed", *sorted(POLICIES)])
     p.add_argument("--exit_threshold", type=float, default=None,
-                   help="threshold of a dynamic policy (default: the one packed with the model)")
+                   help="threshold of a dynamic policy (default: the one packed with the model); "
+                   "in [0, 1], agreement: the patience (>= 1)")
+    p.add_argument("--exit_policy_conf", action=PolicyConfAction, default=None,
+                   help="further options of the policy, e.g. \"{max_edits: 1}\" (agreement) or "
+                   "\"{model: exit_policy.json}\" (learned; default: the export's)")
     p.add_argument("--all_exits", type=str2bool, default=False,
                    help="decode every exit in one pass; write exit<k>/ for each")
     p.add_argument("--batch_size", type=int, default=1)
@@ -81,11 +127,14 @@ def read_audio(table: Dict[str, str], fs: Optional[int]) -> Dict[str, tuple]:
 
 
 def _rows(result: OnnxResult) -> Dict[str, str]:
-    return {
+    rows = {
         "text": result.text, "token": " ".join(result.token),
         "token_int": " ".join(map(str, result.token_int)), "score": str(result.score),
         "exit": str(result.exit_layer), "confidence": format_confidences(result.confidences),
     }
+    if result.features is not None:
+        rows["features"] = format_features(result.features)
+    return rows
 
 
 def _placeholder(k: int) -> OnnxResult:
@@ -114,6 +163,9 @@ def _write(out: Path, results: Dict[str, OnnxResult], timing: dict) -> None:
     rows = {key: _rows(r) for key, r in results.items()}
     for name in FILES:
         write_table(out / "1best_recog" / name, {key: row[name] for key, row in rows.items()})
+    features = {key: row["features"] for key, row in rows.items() if "features" in row}
+    if features:  # all-exits pass (too-short utterances have none, as in asr_inference)
+        write_table(out / "1best_recog" / "features", features)
     atomic_write_text(out / "timing.json", json.dumps(timing, indent=1) + "\n")
 
 
@@ -121,7 +173,8 @@ def run(args) -> None:
     dec = OnnxEarlyExitSpeech2Text(args.onnx_dir, exit_layer=args.exit_layer,
                                    exit_policy=args.exit_policy,
                                    exit_threshold=args.exit_threshold,
-                                   num_threads=args.num_threads)
+                                   num_threads=args.num_threads,
+                                   exit_policy_conf=args.exit_policy_conf)
     audio = read_audio(read_wav_scp(args.data_path_and_name_and_type, args.key_file),
                        dec.sample_rate)
     keys = list(audio)
@@ -141,13 +194,18 @@ def run(args) -> None:
         return dict(rtf=w / seconds if seconds else None, audio_seconds=seconds,
                     wall_seconds=w, **info, **extra)
 
+    done = dict(n_utt=len(keys), command=sys.argv)  # stage 12's job marker, written last
+    for d in [out, *(out / f"exit{k}" for k in dec.exit_layers)]:
+        (d / ".done").unlink(missing_ok=True)  # an earlier run's: not for what is written now
     if args.all_exits:
         for k in dec.exit_layers:
             _write(out / f"exit{k}", {key: r[k] for key, r in results.items()},
                    timing(timings.get(k, 0.0), estimated_from_all_exits_pass=True))
+            write_job_marker(out / f"exit{k}", args.key_file, done)
         atomic_write_text(out / "timing.json", json.dumps(timing(wall), indent=1) + "\n")
     else:
         _write(out, results, timing(wall))
+    write_job_marker(out, args.key_file, done)
     logger.info(f"decoded {len(keys)} utterances in {wall:.2f} s -> {out}")
 
 

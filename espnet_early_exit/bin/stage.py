@@ -16,6 +16,8 @@
     python -m espnet_early_exit.bin.stage text_shape --in_file text_shape --out_file text_shape.bpe \
         --token_list tokens.txt
     python -m espnet_early_exit.bin.stage config_get --config exp/asr_x/config.yaml KEY.SUBKEY [--default X]
+    python -m espnet_early_exit.bin.stage onnx_check [--inference_config conf/decode.yaml] \
+        [--policies entropy max_posterior]      # can --inference_backend onnx decode as asked
 
 The work is done by :mod:`espnet_early_exit.stages`; every command that writes a directory writes
 ``<dir>.tmp`` first and renames it into place with a ``.done`` marker inside. An error in the
@@ -102,6 +104,10 @@ def add_token_and_job_commands(sub) -> None:
     p.add_argument("--default", default=None)
     p.add_argument("key")
 
+    p = sub.add_parser("onnx_check", help="stage 12: can the onnx backend decode as asked")
+    p.add_argument("--inference_config", type=Path, default=None, help="the decoding config")
+    p.add_argument("--policies", nargs="*", default=[], help="the --exit_policies names")
+
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -144,6 +150,9 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "config_get":
         from espnet_early_exit.stages.config import config_get
         print(config_get(args.config, args.key, args.default))
+    elif args.command == "onnx_check":
+        from espnet_early_exit.stages.onnx_backend import check_onnx_decoding
+        check_onnx_decoding(args.inference_config, args.policies)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

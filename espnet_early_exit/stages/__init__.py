@@ -9,6 +9,7 @@ Run from the shell through one command line, ``python -m espnet_early_exit.bin.s
 - :mod:`.tokens`: stage 5 (sentencepiece model and token list) and the text shapes of stage 10;
 - :mod:`.jobs`: splitting key files over parallel jobs and merging their decoding outputs (10, 12);
 - :mod:`.config`: reading a value of a YAML config for the shell.
+- :mod:`.onnx_backend`: stage 12 with ``--inference_backend onnx``: what its runtime can decode.
 
 Kaldi tables and atomic outputs come from :mod:`espnet_early_exit.fileio`. Every stage output is
 written to ``<dir>.tmp`` and renamed into place with its ``.done`` marker inside, so an interrupted

@@ -85,6 +85,8 @@ inference_asr_model=    # model file in the experiment dir; default <criterion>.
 batch_size=1
 exit_decode_mode=one_pass   # one_pass: all exits in one pass (--all_exits); per_exit: one run per exit (real early stop, per-exit RTF)
 exit_policies=          # dynamic exit policies, e.g. "entropy:0.2,0.4 max_posterior:0.8,0.9 oracle"
+inference_backend=torch # torch: asr_inference (PyTorch + ESPnet); onnx: export once, decode with onnxruntime
+onnx_quantize=none      # onnx backend: none (float32 graphs) or int8 (onnxruntime dynamic quantisation)
 # Scoring (stage 13)
 score_opts=             # extra options for espnet_early_exit.bin.score, e.g. "--remove_nonlexical true"
 # Packing and upload (stages 14-15)
@@ -111,6 +113,8 @@ Stages (ESPnet's numbers; 6-9, the language model stages, do not exist here: dec
   10  collect feature statistics -> \${expdir}/asr_stats_*
   11  training (resumes from the last checkpoint) -> \${expdir}/asr_<tag>
   12  decoding at every exit, and with each --exit_policies threshold -> <exp>/decode_<tag>/<test>/{exit<k>,<policy>_th<thr>}
+      (--inference_backend onnx: export to <exp>/onnx[_int8]_<model>/ once, decode with onnxruntime
+      -> <exp>/decode_onnx[_int8]_<tag>/<test>/...)
   13  scoring (WER/CER), exit costs, RESULTS.md and plots
   14  pack the model for the ESPnet model zoo -> <exp>/asr_model.zip (config, model, BPE model,
       RESULTS.md, plots, meta.yaml with the plugin's version)
@@ -183,6 +187,18 @@ Options (default):
   --exit_policies STR    "policy:thr,thr ... oracle": <policy>_th<thr>/ per threshold; with
                          one_pass, entropy/max_posterior/agreement/learned are derived from
                          the all-exits pass, others decode once per threshold (${exit_policies:-none})
+  --inference_backend X  torch: python -m espnet_early_exit.bin.asr_inference; onnx: stage 12
+                         exports the model once (bin/export_onnx -> <exp>/onnx[_int8]_<model>/,
+                         again only when the model file, or exit_policy.json beside it, is
+                         newer) and decodes with onnxruntime
+                         (bin/onnx_inference, no torch) into <exp>/decode_onnx[_int8]_<tag>/,
+                         scored by stage 13 as the torch dirs are. onnx decodes greedy CTC
+                         (--inference_config with beam_size 1, ctc_weight 1.0; no
+                         --inference_args) with the policies of its runtime (fixed, entropy,
+                         max_posterior, agreement, learned; others, such as nbest_posterior and
+                         oracle, stop the driver before any stage runs); each threshold of
+                         --exit_policies is decoded, stopping for real (${inference_backend})
+  --onnx_quantize X      onnx backend: none (float32) or int8 (dynamic quantisation) (${onnx_quantize})
   # Scoring
   --score_opts STR       extra options for espnet_early_exit.bin.score (${score_opts:-none})
   # Packing and upload
@@ -232,6 +248,8 @@ done
 case "${token_type}" in char|bpe) ;; *) die "--token_type must be char or bpe, not '${token_type}'" ;; esac
 case "${dist_launcher}" in local|slurm|mpi) ;; *) die "--dist_launcher must be local, slurm or mpi" ;; esac
 case "${exit_decode_mode}" in one_pass|per_exit) ;; *) die "--exit_decode_mode must be one_pass or per_exit" ;; esac
+case "${inference_backend}" in torch|onnx) ;; *) die "--inference_backend must be torch or onnx, not '${inference_backend}'" ;; esac
+case "${onnx_quantize}" in none|int8) ;; *) die "--onnx_quantize must be none or int8, not '${onnx_quantize}'" ;; esac
 [ "${num_nodes}" -le 1 ] || [ "${dist_launcher}" != local ] \
     || die "--num_nodes ${num_nodes} needs --dist_launcher slurm or mpi (and --cuda_cmd slurm.pl/queue.pl)"
 # espnet2.bin.launch chooses srun when the job command is slurm.pl, mpirun otherwise
@@ -250,9 +268,11 @@ if [ -n "${inference_config}" ]; then [ -f "${inference_config}" ] || die "--inf
 
 # exit policies: "name:thr,thr name" -> run names and their options
 policy_runs=()   # "<dir name>|<asr_inference options>"
+policy_names=()
 for spec in ${exit_policies}; do
     policy=${spec%%:*}
     [[ "${policy}" =~ ^[a-z_]+$ ]] || die "bad --exit_policies entry '${spec}' (expected name:thr,thr or name)"
+    policy_names+=("${policy}")
     if [[ "${spec}" == *:* ]]; then
         IFS=',' read -r -a thresholds <<<"${spec#*:}"
         for thr in "${thresholds[@]}"; do
@@ -263,6 +283,14 @@ for spec in ${exit_policies}; do
         policy_runs+=("${policy}|--exit_policy ${policy}")
     fi
 done
+
+# the onnx backend: what its runtime cannot decode stops the run now, not after training
+if [ "${inference_backend}" = onnx ] && [ "${stage}" -le 12 ] && [ "${stop_stage}" -ge 12 ]; then
+    [ -z "${inference_args}" ] || die "--inference_args are options of the torch decoder (asr_inference); --inference_backend onnx takes none"
+    ! ${gpu_inference} || die "--gpu_inference true needs --inference_backend torch (the onnx backend decodes on the CPU)"
+    "${python}" -m espnet_early_exit.bin.stage onnx_check ${inference_config:+--inference_config "${inference_config}"} \
+        --policies "${policy_names[@]+"${policy_names[@]}"}" || die "see the message above"
+fi
 
 mkdir -p "${workdir}"
 cd "${workdir}"
@@ -586,6 +614,7 @@ if in_stage 11; then
 fi
 
 # ---------------------------------------------------------------------------- stage 12
+model_stem=$(echo "${inference_asr_model}" | sed -e 's/\//_/g' -e 's/\.[^.]*$//g')
 if [ -z "${inference_tag}" ]; then
     if [ -n "${inference_config}" ]; then
         inference_tag="$(basename "${inference_config}" .yaml)"
@@ -594,13 +623,39 @@ if [ -z "${inference_tag}" ]; then
         inference_tag=inference
     fi
     [ -n "${inference_args}" ] && inference_tag+="$(echo "${inference_args}" | sed -e 's/--/_/g' -e 's/[ |=]//g')"
-    inference_tag+="_asr_model_$(echo "${inference_asr_model}" | sed -e 's/\//_/g' -e 's/\.[^.]*$//g')"
+    inference_tag+="_asr_model_${model_stem}"
 fi
 decode_root="${asr_exp}/decode_${inference_tag}"
+# the onnx backend: the model exported once per model file and quantisation, decode dirs of its own
+onnx_q=""; [ "${onnx_quantize}" = none ] || onnx_q="_${onnx_quantize}"
+onnx_model_dir="${asr_exp}/onnx${onnx_q}_${model_stem}"
+[ "${inference_backend}" = torch ] || decode_root="${asr_exp}/decode_onnx${onnx_q}_${inference_tag}"
 
 exit_layers() {
     [ -f "${asr_exp}/config.yaml" ] || die "${asr_exp}/config.yaml does not exist: run stage 11 first"
     config_get "${asr_exp}/config.yaml" encoder_conf.exit_layers
+}
+
+# the onnx backend's graphs: exported (atomically) before the first decoding run that needs
+# them, again only when what the export reads is newer: the model file, the learned policy's fit
+# beside it, the packed thresholds beside the config
+onnx_exported=false
+export_onnx_once() {
+    ${onnx_exported} && return 0
+    local model="${asr_exp}/${inference_asr_model}" manifest="${onnx_model_dir}/manifest.json" src stale=false
+    [ -f "${manifest}" ] || stale=true
+    for src in "${model}" "$(dirname "${model}")/exit_policy.json" "${asr_exp}/selected_thresholds.json"; do
+        if [ -f "${src}" ] && [ "${src}" -nt "${manifest}" ]; then stale=true; fi
+    done
+    if ! ${stale}; then
+        log "Stage 12: ${onnx_model_dir} is up to date (remove it to export again)"
+    else
+        log "Stage 12: export ${model} to ONNX (quantisation: ${onnx_quantize}) -> ${onnx_model_dir}"
+        run_logged "${onnx_model_dir}.log" "${python}" -m espnet_early_exit.bin.export_onnx \
+            --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${model}" \
+            --out_dir "${onnx_model_dir}" --quantize "${onnx_quantize}"
+    fi
+    onnx_exported=true
 }
 
 # one decoding run over a test set: split keys, nj jobs, merge into the output dirs. The jobs
@@ -618,24 +673,33 @@ decode_run() {  # dset run_name "outputs" options...
     "${python}" -m espnet_early_exit.bin.stage split_keys --key_file "${_data}/wav.scp" --nj "${_nj}" --out_template "${_logdir}/keys.JOB.scp"
     _ranges=$("${python}" -m espnet_early_exit.bin.stage pending_jobs --out_template "${_logdir}/output.JOB" \
         --key_template "${_logdir}/keys.JOB.scp" --nj "${_nj}")
-    local _opts=()
-    [ -n "${inference_config}" ] && _opts+=(--config "${inference_config}")
+    # the decoder of the backend (the same options after it)
+    local _tool=asr_inference _decoder
+    if [ "${inference_backend}" = onnx ]; then
+        _tool=onnx_inference
+        [ -z "${_ranges}" ] || export_onnx_once
+        _decoder=("${python}" -m espnet_early_exit.bin.onnx_inference --onnx_dir "${onnx_model_dir}"
+            --num_threads "${_threads}")
+    else
+        _decoder=("${python}" -m espnet_early_exit.bin.asr_inference --ngpu "${_ngpu}"
+            --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_asr_model}")
+        [ -n "${inference_config}" ] && _decoder+=(--config "${inference_config}")
+    fi
     if [ -z "${_ranges}" ]; then
         log "Stage 12: ${dset} (${run}): the ${_nj} jobs finished already; merging them"
     else
-        log "Stage 12: decoding ${dset} (${run}, jobs $(echo "${_ranges}" | tr '\n' ' ')of ${_nj}; logs: ${_logdir}/asr_inference.*.log)"
+        log "Stage 12: decoding ${dset} (${run}, jobs $(echo "${_ranges}" | tr '\n' ' ')of ${_nj}; logs: ${_logdir}/${_tool}.*.log)"
     fi
     for range in ${_ranges}; do
         # shellcheck disable=SC2086
-        OMP_NUM_THREADS=${_threads} ${decode_cmd} --gpu "${_ngpu}" JOB="${range}" "${_logdir}/asr_inference.JOB.log" \
-            "${python}" -m espnet_early_exit.bin.asr_inference --batch_size "${batch_size}" --ngpu "${_ngpu}" \
+        OMP_NUM_THREADS=${_threads} ${decode_cmd} --gpu "${_ngpu}" JOB="${range}" "${_logdir}/${_tool}.JOB.log" \
+            "${_decoder[@]}" --batch_size "${batch_size}" \
                 --data_path_and_name_and_type "${_data}/wav.scp,speech,sound" --key_file "${_logdir}/keys.JOB.scp" \
-                --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_asr_model}" \
-                --output_dir "${_logdir}/output.JOB" "${_opts[@]}" "$@" ${inference_args} &
+                --output_dir "${_logdir}/output.JOB" "$@" ${inference_args} &
         _pids+=($!)
     done
     for k in "${_pids[@]+"${_pids[@]}"}"; do wait "${k}" || _failed=1; done
-    [ "${_failed}" -eq 0 ] || die "decoding ${dset} (${run}) failed (logs: ${_logdir}/asr_inference.*.log); a rerun decodes only the jobs that did not finish"
+    [ "${_failed}" -eq 0 ] || die "decoding ${dset} (${run}) failed (logs: ${_logdir}/${_tool}.*.log); a rerun decodes only the jobs that did not finish"
     for out in ${outputs}; do
         local parts=()
         for k in $(seq "${_nj}"); do
@@ -649,6 +713,8 @@ decode_run() {  # dset run_name "outputs" options...
 if in_stage 12; then
     [ -f "${asr_exp}/${inference_asr_model}" ] || die "${asr_exp}/${inference_asr_model} does not exist: run stage 11 first"
     exits=$(exit_layers)
+    [ "${inference_backend}" = torch ] \
+        || log "Stage 12: onnx backend (onnxruntime, greedy CTC): ${onnx_model_dir} -> ${decode_root}"
     any=false
     for dset in ${test_sets}; do
         [ -f "${data_feats}/${dset}/.done" ] || die "${data_feats}/${dset} does not exist: run stages 3-4 first"
@@ -675,7 +741,9 @@ if in_stage 12; then
             [ -f "${_dir}/${out}/.done" ] && continue
             any=true
             # a policy read from the exits' features: derived from the all-exits pass, no decoding
-            if [ "${exit_decode_mode}" = one_pass ] && [ -f "${_dir}/exit${exits##* }/features" ] \
+            # (torch backend; the onnx backend decodes each threshold, stopping for real)
+            if [ "${inference_backend}" = torch ] && [ "${exit_decode_mode}" = one_pass ] \
+                && [ -f "${_dir}/exit${exits##* }/features" ] \
                 && [[ "${out}" =~ ^(entropy|max_posterior|agreement|learned)_th(.+)$ ]]; then
                 log "Stage 12: ${dset}/${out} derived from the all-exits pass (timing.json: derived)"
                 run_logged "${_dir}/logdir/${out}/derive.log" "${python}" -m espnet_early_exit.bin.tradeoff \
