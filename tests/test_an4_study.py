@@ -17,6 +17,9 @@ import yaml
 from conftest import recipe_env
 
 from egs2.an4.asr1 import study_tables as st
+from egs2.an4.asr1 import study_targets
+from espnet_early_exit.bin import fit_exit_policy
+from espnet_early_exit.exit_trace import edit_distance, format_features
 from espnet_early_exit.scoring import score_decode_dir
 from tools import render_docs
 
@@ -75,28 +78,57 @@ def scored(exp: Path, decode: str, test_set: str, name: str, hyps: Dict[str, str
     d = exp / decode / test_set / name
     d.mkdir(parents=True)
     (d / "text").write_text("".join(f"{u} {h}\n" for u, h in hyps.items()))
-    score_decode_dir(ref, d, tool="python", utt2spk=None)
+    if ref is not None:
+        score_decode_dir(ref, d, tool="python", utt2spk=None)
     if exits:
         (d / "exit").write_text("".join(f"{u} {k}\n" for u, k in exits.items()))
+
+
+def write_features(pass_dir: Path, hyps: Sequence[Dict[str, str]]) -> None:
+    """``exit<k>/features`` of an all-exits pass whose exit k says ``hyps[k-1]``: entropy high
+    where an exit disagrees with the last one, edits and streaks from the hypotheses."""
+    prev: Dict[str, tuple] = {}
+    for i, at_k in enumerate(hyps):
+        lines = []
+        for j, (u, h) in enumerate(at_k.items()):
+            ent = (0.5 if h != hyps[-1][u] else 0.05) + 0.01 * j
+            edits = -1 if i == 0 else edit_distance(h.split(), prev[u][0].split())
+            streak = prev[u][1] + 1 if edits == 0 else 0
+            prev[u] = (h, streak)
+            lines.append(f"{u} " + format_features({
+                "index": i, "n_frames": 40, "entropy": ent, "max_posterior": 1 - ent,
+                "blank_ratio": 0.5, "hyp_len": len(h.split()), "edits_prev": edits, "streak": streak}))
+        (pass_dir / f"exit{i + 1}" / "features").write_text("\n".join(lines) + "\n")
+
+
+GREEDY = "decode_asr_asr_model_valid.loss.ave"
 
 
 def fake_exp(exp: Path, ref: Path, errors: Sequence[int], epochs: int = 2,
              policies: bool = False, joint: bool = False) -> None:
     """An experiment dir as stage 12-13 leave it: exit k (1-based) has errors[k-1] wrong
-    utterances on test and train_dev; with ``policies`` a max_posterior grid, with ``joint``
-    a beam-search decode dir too."""
+    utterances on test and train_dev (an all-exits pass, with features); with ``policies``
+    a few policy dirs, the unscored pass of the fit set and the learned policy's fit, with
+    ``joint`` a beam-search decode dir too."""
     n = len(errors)
     exp.mkdir(parents=True)
     (exp / "config.yaml").write_text(yaml.safe_dump({"max_epoch": epochs}))
     (exp / "exit_costs.json").write_text(json.dumps({"exits": [
         {"exit": k, "params": 1000 * k, "gflops": 0.1 * k, "share": k / n} for k in range(1, n + 1)]}))
-    for ts in ("test", "train_dev"):
-        for k, e in enumerate(errors, 1):
-            scored(exp, "decode_asr_asr_model_valid.loss.ave", ts, f"exit{k}", hyps_with_errors(e), ref)
-        if policies:
-            for thr, k in (("0.9", 1), ("0.99", n)):
-                scored(exp, "decode_asr_asr_model_valid.loss.ave", ts, f"max_posterior_th{thr}",
-                       hyps_with_errors(errors[k - 1]), ref, {u: k for u in REFS})
+    for ts in ("test", "train_dev") + ((study_targets.FIT_SET,) if policies else ()):
+        hyps = [hyps_with_errors(e) for e in errors]
+        if ts == study_targets.FIT_SET:  # other utterances, not scored
+            hyps = [{u.replace("-an", "-fit"): h for u, h in at_k.items()} for at_k in hyps]
+        for k, at_k in enumerate(hyps, 1):
+            scored(exp, GREEDY, ts, f"exit{k}", at_k, None if ts == study_targets.FIT_SET else ref)
+        write_features(exp / GREEDY / ts, hyps)
+        if policies and ts != study_targets.FIT_SET:
+            for name, k in (("max_posterior_th0.9", 1), ("max_posterior_th0.99", n),
+                            ("agreement_th1", 2), ("learned_th0.9", n)):
+                scored(exp, GREEDY, ts, name, hyps[k - 1], ref, {u: k for u in REFS})
+    if policies:
+        assert fit_exit_policy.main(["--all_exits_dir", str(exp / GREEDY / study_targets.FIT_SET),
+                                     "--out", str(exp / "exit_policy.json")]) == 0
     if joint:
         scored(exp, "decode_joint_beam10_asr_model_valid.loss.ave", "test", f"exit{n}",
                hyps_with_errors(0), ref)
@@ -106,6 +138,9 @@ def fake_exp(exp: Path, ref: Path, errors: Sequence[int], epochs: int = 2,
 def fake_study(tmp_path: Path) -> Path:
     ref = tmp_path / "ref_text"
     ref.write_text("".join(f"{u} {r}\n" for u, r in REFS.items()))
+    for ts in ("test", "train_dev"):  # where study_targets reads the references (dump/raw)
+        (tmp_path / "dump" / "raw" / ts).mkdir(parents=True)
+        shutil.copy(ref, tmp_path / "dump" / "raw" / ts / "text")
     exp = tmp_path / "exp"
     for s, extra in ((1, 0), (2, 1)):
         fake_exp(exp / f"asr_ee_s{s}", ref, [3, 1 + extra, 0 + extra], policies=True)
@@ -126,7 +161,8 @@ def test_tables_from_fake_experiments(fake_study: Path):
     commands.write_text("2026-12-03T10:00:00\tstudy.sh --epochs 2 \n2026-12-03T11:00:00\tstudy.sh --epochs 2 \n"
                         "2026-12-03T12:00:00\tstudy.sh --parts tables \n")
     paths = st.collect(fake_study / "exp", [1, 2], [1, 3], out, fake_study / "times.tsv", commands,
-                       n_resamples=200, argv=["study_tables.py", "collect"])
+                       n_resamples=200, argv=["study_tables.py", "collect"],
+                       target_options={"splits": 20})
     assert sorted(paths) == sorted(st.FILES) and all(p.is_file() for p in paths.values())
     per_exit = st.load(out, "per_exit")
     models = {m["key"]: m for m in per_exit["models"]}
@@ -147,9 +183,13 @@ def test_tables_from_fake_experiments(fake_study: Path):
     assert e1["ci_low"] <= e1["diff"] <= e1["ci_high"] and "excludes_zero" in e1
 
     pol = st.load(out, "policies")
-    assert pol["seeds"] == [1, 2] and [g["threshold"] for g in pol["grid"]] == ["0.9", "0.99"]
+    assert pol["seeds"] == [1, 2]
+    assert [(g["policy"], g["threshold"]) for g in pol["grid"]] == [
+        ("agreement", "1"), ("learned", "0.9"), ("max_posterior", "0.9"), ("max_posterior", "0.99")]
     half = {c["policy"]: c for c in pol["choices"] if c["budget"] == 0.5}
+    assert set(half) == {"agreement", "learned", "max_posterior", "fixed exit"}
     assert [p["threshold"] for p in half["max_posterior"]["per_seed"]] == [0.9, 0.9]
+    assert [p["threshold"] for p in half["agreement"]["per_seed"]] == [None, None]  # exit 2: 2/3
     assert half["fixed exit"]["per_seed"][0]["exit"] == 1
     assert half["max_posterior"]["test_share_mean"] == pytest.approx(1 / 3)
 
@@ -181,16 +221,72 @@ def test_tables_from_fake_experiments(fake_study: Path):
         render_docs.render_block("an4 nonsense", render_docs.Results(site))
 
 
+def test_issue14_targets_from_fake_experiments(fake_study: Path):
+    """targets.json: the FSDD policy study's measures per EE seed (the learned policy's fit
+    beside the model), their means over seeds, and the page's issue-14 section."""
+    out = fake_study / "results"
+    st.collect(fake_study / "exp", [1, 2], [1, 3], out, n_resamples=50,
+               target_options={"splits": 20})
+    tg = st.load(out, "targets")
+    labels = [label for label, _, _ in study_targets.SPECS]
+    assert tg["seeds"] == [1, 2] and tg["missing"] == {} and tg["policies"] == labels
+    assert tg["dev"] == "train_dev" and tg["fit_set"] == study_targets.FIT_SET
+    wer_per_wrong = 100.0 / sum(len(r.split()) for r in REFS.values())
+    s1, s2 = tg["per_seed"]
+    assert s1["exp"] == "asr_ee_s1" and s1["n_utt"] == {"train_dev": 6, "test": 6}
+    assert [f["wer"] for f in s1["fixed"]["test"]] == pytest.approx([3 * wer_per_wrong, wer_per_wrong, 0])
+    # exit 3 is right everywhere for seed 1: the oracle takes exit 1 where it is right (3 of 6)
+    assert s1["oracle"]["test"]["wer"] == 0.0 and s1["oracle"]["test"]["share"] == pytest.approx(
+        (3 * 1 / 3 + 2 * 2 / 3 + 1 * 1.0) / 6)
+    assert [r["policy"] for r in s1["target_wer"]["rows"]] == labels
+    assert len(s1["ltt"]) == len(labels) * len(study_targets.OPTIONS["eps"])
+    row = s1["ltt"][0]
+    assert row["n"] == 6 and row["splits"] == 20 and "Learn-then-Test" in row["guarantee"] \
+        or row["dev_threshold"] is None and "no threshold certified" in row["guarantee"]
+    sm = tg["summary"]
+    assert sm["last_test_wer"] == pytest.approx(wer_per_wrong / 2)
+    assert [r["policy"] for r in sm["target"]["rows"]] == labels
+    rows = {r["policy"]: r for r in sm["target"]["rows"]}
+    for label, r in rows.items():  # the means over seeds of each seed's row
+        per = [next(x for x in m["target_wer"]["rows"] if x["policy"] == label) for m in tg["per_seed"]]
+        assert r["thresholds"] == [x["threshold"] for x in per]
+        if all(x.get("test_share") is not None for x in per):
+            assert r["test_share"] == pytest.approx(sum(x["test_share"] for x in per) / 2)
+    assert sm["target"]["best"] in labels
+    assert sm["oracle"]["test_wer"] == pytest.approx((0.0 + s2["oracle"]["test"]["wer"]) / 2)
+    assert [g["seed"] for g in sm["gap"]["per_seed"]] == [1, 2]
+    assert len(sm["ltt"]) == len(s1["ltt"]) and len(sm["ltt"][0]["calibration"]) == 2
+    page = st.render_study_md(out)
+    assert "## Issue 14's targets" in page and "Pending" not in page
+    assert f"`{sm['target']['best']}`" in page and "oracle (knows the reference)" in page
+    assert ("**met**" in page) or ("**not met**" in page)
+    shutil.copytree(out, fake_study / "site" / "an4")
+    block = render_docs.render_block("an4 targets", render_docs.Results(fake_study / "site"))
+    assert block.startswith("\n".join(st.render_targets(tg)).strip("\n")) and "<sub>Measured" in block
+
+    # a seed without its learned fit waits (pending), the other is measured alone
+    (fake_study / "exp" / "asr_ee_s2" / "exit_policy.json").unlink()
+    st.collect(fake_study / "exp", [1, 2], [1, 3], out, n_resamples=50, target_options={"splits": 5})
+    tg = st.load(out, "targets")
+    assert tg["seeds"] == [1] and "exit_policy.json" in tg["missing"]["2"]
+    assert "Seed 2 pending: no exit_policy.json" in "\n".join(st.render_targets(tg))
+    (fake_study / "exp" / "asr_ee_s1" / "exit_policy.json").unlink()
+    st.collect(fake_study / "exp", [1, 2], [1, 3], out, n_resamples=50)
+    lines = "\n".join(st.render_targets(st.load(out, "targets")))
+    assert lines.startswith("*Pending:") and "Seed 1: no exit_policy.json" in lines
+
+
 def test_cli_and_pending_page(fake_study: Path):
     empty = fake_study / "none"
     page = st.render_study_md(empty)
-    assert page.count("*Pending:") == 5 and "7.6" in page and "3.6" in page
+    assert page.count("*Pending:") == 6 and "7.6" in page and "3.6" in page
     assert render_docs.render_block("an4 per_exit", render_docs.Results(empty)).startswith("*Pending")
     assert f"{st.DEFAULT_EPOCHS} epochs per model" in page and "5%" in page
     assert not re.search(r"\|\s*this study", page)
     out = fake_study / "results"
     assert st.main(["collect", "--exp_dir", str(fake_study / "exp"), "--seeds", "1", "2",
-                    "--single_depths", "1", "3", "--n_resamples", "100", "--out_dir", str(out)]) == 0
+                    "--single_depths", "1", "3", "--n_resamples", "100", "--ltt_splits", "5",
+                    "--out_dir", str(out)]) == 0
     assert st.main(["render", "--results_dir", str(out), "--out", str(fake_study / "page.md")]) == 0
     assert (fake_study / "page.md").read_text() == st.render_study_md(out)
     command = json.loads((out / "per_exit.json").read_text())["command"]
@@ -210,6 +306,7 @@ def test_committed_page_matches_its_results_files():
 def test_study_defaults_match_the_page():
     text = (RECIPE / "study.sh").read_text()
     assert f"\nepochs={st.DEFAULT_EPOCHS}\n" in text
+    assert f"\nfit_set={study_targets.FIT_SET} " in text  # where the learned policy is fitted
     assert st.STUDY_COMMAND.split(" ", 1)[1].split()[0] == "egs2/an4/asr1/study.sh"
 
 
@@ -264,7 +361,8 @@ def test_study_every_part_on_a_few_utterances(tmp_path: Path):
     cmd = [str(RECIPE / "study.sh"), "--an4_root", str(an4_root), "--workdir", str(tmp_path / "w"),
            "--conf", str(tiny_conf(tmp_path / "conf")), "--ndev_utt", "8", "--epochs", "1",
            "--ft_epochs", "1", "--seeds", "1", "--single_depths", "1 2",
-           "--policies", "max_posterior:0.9 entropy:0.3", "--results_dir", str(results)]
+           "--policies", "max_posterior:0.9 entropy:0.3", "--trace_policies", "agreement:1 learned:0.9",
+           "--fit_utt", "10", "--results_dir", str(results)]
     proc = subprocess.run(cmd, env=recipe_env(OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-6000:]
@@ -277,8 +375,18 @@ def test_study_every_part_on_a_few_utterances(tmp_path: Path):
             assert all(v is not None for k in m["exits"] for v in m["wer"][ts][str(k)]), (m["key"], ts)
     assert [e["exit"] for e in st.load(results, "bootstrap")["exits"]] == [1, 2]
     pol = st.load(results, "policies")
-    assert {c["policy"] for c in pol["choices"]} == {"entropy", "max_posterior", "fixed exit"}
-    assert len(pol["grid"]) == 2
+    assert {c["policy"] for c in pol["choices"]} == {"entropy", "max_posterior", "agreement", "learned",
+                                                     "fixed exit"}
+    assert len(pol["grid"]) == 4
+    # the learned policy: fitted on every 4th of the 32 train_nodev utterances, never scored
+    work = tmp_path / "w"
+    fit = (work / "dump" / "raw" / study_targets.FIT_SET / "wav.scp").read_text().split("\n")
+    assert len([line for line in fit if line]) == 8
+    assert (work / "exp" / "asr_ee_s1" / "exit_policy.json").is_file()
+    assert not list((work / "exp" / "asr_ee_s1").glob(f"decode_*/{study_targets.FIT_SET}/*/score_wer"))
+    targets = st.load(results, "targets")
+    assert targets["seeds"] == [1] and targets["missing"] == {}
+    assert [r["policy"] for r in targets["summary"]["target"]["rows"]] == targets["policies"]
     for tag in ("interctc_s1", "stock1_s1", "stock2_s1"):  # the rewritten models decode alike
         eq = json.loads((tmp_path / "w" / "exp" / f"asr_{tag}_as_ee" / "equivalence.json").read_text())
         assert eq["identical"], eq
@@ -287,7 +395,8 @@ def test_study_every_part_on_a_few_utterances(tmp_path: Path):
     for part in ("prep", "train_ee_s1_1thread_concurrent", "convert_interctc_s1", "decode_stock2_s1",
                  "train_ee_aed_s1_1thread_concurrent",
                  "ft_add_exits", "train_ee_ft_1thread_concurrent", "decode_ee_aed_s1_joint_beam10",
-                 "policies_ee_s1"):
+                 "policies_ee_s1", "fit_set", "decode_fit_ee_s1", "fit_policy_ee_s1",
+                 "trace_policies_ee_s1"):
         assert part in parts, part
     assert (tmp_path / "w" / "study_results.md").read_text() == st.render_study_md(results)
     # resumable: a second run skips every finished part

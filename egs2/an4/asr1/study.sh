@@ -21,7 +21,11 @@
 #             first seed); its last exit also decoded by joint CTC/attention beam 10 on test
 #             (conf/tuning/decode_joint_beam10.yaml: ESPnet's an4 decoding)
 #   policies  (e) the exit policies (--policies) of every EE-from-scratch seed on train_dev and
-#             test (thresholds are chosen on train_dev by the tables)
+#             test (thresholds are chosen on train_dev by the tables); then issue 14's policies
+#             (--trace_policies: agreement, and learned, fitted per seed by fit_exit_policy on
+#             the all-exits pass of data/train_nodev_fit -- every n-th utterance of train_nodev,
+#             about --fit_utt of them, decoded without scoring: neither train_dev nor test --
+#             into exp/asr_ee_s<seed>/exit_policy.json), derived from the same all-exits passes
 #   tables    study_tables.py: <results_dir>/*.json from the experiments, every table in
 #             <workdir>/study_results.md, and the docs pages (tools/render_docs.py)
 # Every model is decoded by greedy CTC at every exit on train_dev and test. Default: every part.
@@ -32,7 +36,8 @@
 # --ft_epochs N (5), --concurrent true|false (true, the default: two trainings at once with one
 # thread each; false: one after the other with --threads N torch threads, default 2 -- only on
 # an otherwise idle machine: two threads next to other work can be several times slower than
-# one), --policies "...", --conf DIR (the conf/ folder, default
+# one), --policies "...", --trace_policies "..." (agreement patiences, learned probabilities),
+# --fit_utt N (300: size of the learned policy's fit set), --conf DIR (the conf/ folder, default
 # the recipe's), --ndev_utt N (train_dev size; only for small test copies of AN4),
 # --results_dir DIR (docs/results/an4; with this default the tables part also re-renders
 # docs/an4_study.md by tools/render_docs.py).
@@ -55,6 +60,9 @@ conf="${here}/conf"
 ndev_utt=
 parts="prep ee interctc single ft aed policies tables"
 policies="entropy:0.02,0.05,0.1,0.2,0.3,0.4 max_posterior:0.8,0.9,0.95,0.98,0.99 nbest_posterior:0.8,0.9,0.95,0.99 oracle"
+trace_policies="agreement:1,2,3 learned:0.5,0.7,0.8,0.9,0.95,0.98,0.99"
+fit_set=train_nodev_fit  # the learned policy's fit set (study_targets.FIT_SET)
+fit_utt=300
 results_dir="${root}/docs/results/an4"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -67,11 +75,13 @@ while [ $# -gt 0 ]; do
         --threads) threads=$2; shift 2 ;;
         --concurrent) concurrent=$2; shift 2 ;;
         --policies) policies=$2; shift 2 ;;
+        --trace_policies) trace_policies=$2; shift 2 ;;
+        --fit_utt) fit_utt=$2; shift 2 ;;
         --conf) conf=$2; shift 2 ;;
         --ndev_utt) ndev_utt=$2; shift 2 ;;
         --parts) parts=$2; shift 2 ;;
         --results_dir) results_dir=$2; shift 2 ;;
-        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
         *) echo "study.sh: unknown option $1 (--help)" >&2; exit 2 ;;
     esac
 done
@@ -226,16 +236,50 @@ if has aed; then
     timed "decode_ee_aed_s${seed1}_joint_beam10" "${exp}/asr_ee_aed_s${seed1}/.study_decode_joint.done" \
         decode "${exp}/asr_ee_aed_s${seed1}" test "" --inference_config "${conf}/tuning/decode_joint_beam10.yaml"
 fi
+# data/<fit_set>: every n-th utterance of data/train_nodev (about --fit_utt), formatted by stage 3
+make_fit_set() {
+    local src="${workdir}/data/train_nodev" dst="${workdir}/data/${fit_set}" n every f
+    n=$(wc -l <"${src}/wav.scp")
+    every=$(( (n + fit_utt - 1) / fit_utt ))
+    rm -rf "${dst}"
+    mkdir -p "${dst}"
+    awk -v every="${every}" '(NR - 1) % every == 0 {print $1}' "${src}/wav.scp" >"${dst}.keys"
+    for f in wav.scp text utt2spk; do
+        awk 'NR == FNR {keep[$1]; next} $1 in keep' "${dst}.keys" "${src}/${f}" >"${dst}/${f}"
+    done
+    rm "${dst}.keys"
+    recipe --stage 3 --stop_stage 3 --test_sets "${fit_set}"
+}
+# fit_policy EXP: the learned policy fitted on EXP's all-exits pass of the fit set (no transcript
+# read), beside the model, where stage 12 and the decoder look for it
+fit_policy() {
+    local e=$1 pass
+    for pass in "${e}"/decode_asr_*/"${fit_set}"; do
+        [ -d "${pass}" ] || { log "no all-exits pass of ${fit_set} in ${e}"; return 1; }
+        in_workdir "${python}" -m espnet_early_exit.bin.fit_exit_policy --all_exits_dir "${pass}" \
+            --out "${e}/exit_policy.json"
+        return
+    done
+}
 if has policies; then
     for s in "${seed_list[@]}"; do
         timed "policies_ee_s${s}" "${exp}/asr_ee_s${s}/.study_policies.done" \
             decode "${exp}/asr_ee_s${s}" "${greedy_sets}" "${policies}"
     done
+    timed fit_set "${workdir}/.study_fit_set.done" make_fit_set
+    for s in "${seed_list[@]}"; do
+        e="${exp}/asr_ee_s${s}"
+        timed "decode_fit_ee_s${s}" "${e}/.study_fit_decode.done" \
+            recipe --stage 12 --stop_stage 12 --asr_exp "${e}" --test_sets "${fit_set}" --exit_policies ""
+        timed "fit_policy_ee_s${s}" "${e}/.study_fit_policy.done" fit_policy "${e}"
+        timed "trace_policies_ee_s${s}" "${e}/.study_trace_policies.done" \
+            decode "${e}" "${greedy_sets}" "${trace_policies}"
+    done
 fi
 if has tables; then
     "${python}" "${here}/study_tables.py" collect --exp_dir "${exp}" --times "${times}" \
         --commands "${workdir}/study_commands.tsv" --seeds "${seed_list[@]}" \
-        --single_depths "${depth_list[@]}" --out_dir "${results_dir}"
+        --single_depths "${depth_list[@]}" --data_dir "${workdir}/dump/raw" --out_dir "${results_dir}"
     "${python}" "${here}/study_tables.py" render --results_dir "${results_dir}" --out "${workdir}/study_results.md"
     log "tables: ${results_dir}/*.json, ${workdir}/study_results.md"
     if [ "$(cd "${results_dir}" && pwd)" = "${root}/docs/results/an4" ]; then

@@ -20,7 +20,10 @@ JSON file per table under ``--out_dir``, each headed by its provenance record
 - ``beam.json``: the EE model with a decoder, greedy CTC at the last exit and joint
   CTC/attention beam 10, next to ESPnet's published result (:data:`ESPNET_REFERENCE`);
 - ``times.json``: wall time of every part (all tries) and the training budget (epochs,
-  parameters) against ESPnet's 200 epochs.
+  parameters) against ESPnet's 200 epochs;
+- ``targets.json``: issue 14's targets on the EE seeds (the best policy against the last exit
+  and the oracle, the gap closed, Learn-then-Test thresholds with their guarantee), measured by
+  the FSDD policy study's functions: :mod:`study_targets` (beside this file).
 
 ``render`` writes every table from those files only on one page (:func:`render_study_md`, for
 the study's workdir). :data:`BLOCKS` holds the tables, one function per results file; the docs
@@ -63,7 +66,8 @@ DEFAULT_EPOCHS = 10
 STUDY_COMMAND = "AN4=../shared/data/an4 egs2/an4/asr1/study.sh --workdir /tmp/an4_study"
 GREEDY_DECODE = "decode_asr_"  # decode dirs of conf/decode_asr.yaml (greedy CTC)
 JOINT_DECODE = "decode_joint_beam10_"  # decode dirs of conf/tuning/decode_joint_beam10.yaml
-FILES = ("per_exit", "bootstrap", "policies", "beam", "times")
+FILES = ("per_exit", "bootstrap", "policies", "beam", "times", "targets")
+REPO = Path(__file__).resolve().parents[3]
 
 
 # ----------------------------------------------------------------------------- the experiments
@@ -339,19 +343,36 @@ def collect_times(models: List[Dict[str, Any]], times: Optional[Path],
             "models": budget, "espnet_epochs": ESPNET_REFERENCE["epochs"]}
 
 
+def study_targets():
+    """study_targets.py beside this file, imported as ``egs2.an4.asr1.study_targets`` (it
+    imports the FSDD policy study, ``egs2.fsdd_digits.asr1.policy_study``: the repository
+    root goes on sys.path when this file runs as a script or is loaded by path)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from egs2.an4.asr1 import study_targets as module
+    return module
+
+
 def collect(exp_dir: Path, seeds: Sequence[int], depths: Sequence[int], out_dir: Path,
             times: Optional[Path] = None, commands: Optional[Path] = None,
             dev: str = "train_dev", test: str = "test",
             budgets: Sequence[float] = (0.5, 0.75), n_resamples: int = 10000,
-            bootstrap_seed: int = 0, argv: Optional[Sequence[str]] = None) -> Dict[str, Path]:
-    """Every results file of the study from ``exp_dir`` into ``out_dir``; returns their paths."""
+            bootstrap_seed: int = 0, argv: Optional[Sequence[str]] = None,
+            data_dir: Optional[Path] = None, target_options: Optional[Dict[str, Any]] = None
+            ) -> Dict[str, Path]:
+    """Every results file of the study from ``exp_dir`` into ``out_dir``; returns their paths.
+    ``data_dir`` holds ``<set>/text`` (default: ``dump/raw`` beside ``exp_dir``);
+    ``target_options`` overrides study_targets.OPTIONS."""
     models = study_models(exp_dir, seeds, depths)
+    data_dir = Path(exp_dir).parent / "dump" / "raw" if data_dir is None else Path(data_dir)
     tables = {
         "per_exit": collect_per_exit(models, [test, dev]),
         "bootstrap": collect_bootstrap(models, test, n_resamples, bootstrap_seed),
         "policies": collect_policies(models[0], dev, test, budgets),
         "beam": collect_beam(models, test),
         "times": collect_times(models, times, commands),
+        "targets": study_targets().collect_targets(models[0], data_dir, GREEDY_DECODE, dev, test,
+                                                   target_options),
     }
     head = record("an4_study", argv)
     return {name: write_results(out_dir / f"{name}.json", {**head, name: data})
@@ -481,10 +502,99 @@ def render_times(data: Optional[Dict[str, Any]]) -> List[str]:
     return out + (data["commands"] or [STUDY_COMMAND]) + ["```", ""]
 
 
+def _rel_cell(rel: Optional[float]) -> str:
+    return "-" if rel is None else f"{100 * rel:+.1f} %"
+
+
+def _target_lines(data: Dict[str, Any]) -> List[str]:
+    o, sm, n = data["options"], data["summary"], len(data["seeds"])
+    tgt = sm["target"]
+    rows = [[f"`{r['policy']}`", "; ".join("none" if t is None else f"{t:.4g}" for t in r["thresholds"]),
+             _f(r["test_wer"], ".2f"), _rel_cell(r["test_rel"]), _f(r["test_share"], ".3f"),
+             f"{r['n_met']}/{n}"] for r in tgt["rows"]]
+    orc = sm["oracle"]
+    rows.append(["oracle (knows the reference)", "-", _f(orc["test_wer"], ".2f"),
+                 _rel_cell(orc["test_rel"]), _f(orc["test_share"], ".3f"), "-"])
+    rows.append(["last exit", "-", _f(sm["last_test_wer"], ".2f"), _rel_cell(0.0), _f(1.0, ".3f"), "-"])
+    best = next((r for r in tgt["rows"] if r["policy"] == tgt["best"]), None)
+    goal = f"at or below {100 * o['max_rel']:+g} % relative WER of the last exit at <= {o['max_share']:g}"
+    out = _table(["policy", f"threshold on {data['dev']} (per seed)", f"{data['test']} WER %",
+                  "vs last exit", f"{data['test']} share",
+                  f"<= {100 * o['max_rel']:+g} % at <= {o['max_share']:g} (seeds)"], rows)
+    return out + [
+        f"Threshold: per seed the cheapest on {data['dev']} within {o['wer_factor']:g} x the last "
+        f"exit's {data['dev']} WER; WER and share: means over seeds, relative WER: of the "
+        f"means. Target (at least one policy {goal} of the full encoder's compute, means over "
+        f"seeds): "
+        f"**{'met' if tgt['met'] else 'not met'}**"
+        + ("." if best is None else f"; best policy `{best['policy']}`: "
+           f"{_rel_cell(best['test_rel'])} at share {best['test_share']:.3f}, the oracle "
+           f"{_rel_cell(orc['test_rel'])} at {orc['test_share']:.3f}."), ""]
+
+
+def _gap_lines(data: Dict[str, Any]) -> List[str]:
+    gap = data["summary"]["gap"]
+    rows = [[g["seed"], f"`{g['best']}`", f"`{g['baseline']}`", f"{g['range'][0]:.3f} to {g['range'][1]:.3f}",
+             _f(g["area_best"], ".3f"), _f(g["area_baseline"], ".3f"), _f(g["fraction_closed"], ".2f")]
+            for g in gap["per_seed"]]
+    rows.append(["mean", "", "", "", "", "", _f(gap["fraction_closed"], ".2f")])
+    out = [f"The gap to the oracle on {data['test']}: the area between a policy's WER-vs-share "
+           f"curve and the oracle's (WER % x share) over the shares all three cover, for the "
+           f"best policy and the best of `entropy` / `max_posterior`, both chosen on "
+           f"{data['dev']} (smallest area there).", ""]
+    out += _table(["seed", "best policy", "best baseline", "shares", "area, best",
+                   "area, baseline", "gap closed"], rows)
+    return out + [f"Target: close at least {data['options']['gap_target']:g} of the gap (mean "
+                  f"over seeds): **{'met' if gap['met'] else 'not met'}**.", ""]
+
+
+def _ltt_lines(data: Dict[str, Any]) -> List[str]:
+    ltt, first_seed = data["summary"]["ltt"], data["seeds"][0]
+    o = data["options"]
+
+    def cal(c: Dict[str, Any]) -> str:
+        return ("none" if c["dev_threshold"] is None
+                else f"{c['dev_threshold']:.4g} ({c['n_disagree']}/{c['n']}, p {c['p_value']:.2g})")
+
+    rows = [[f"`{r['policy']}`", f"{r['eps']:g}", "; ".join(cal(c) for c in r["calibration"]),
+             _f(r["test_disagree"], ".3f"), _f(r["test_share"], ".3f"),
+             _f(r["violation_rate"], ".3f"), "yes" if r["met"] else "no"] for r in ltt]
+    out = [f"Risk-controlled thresholds (Learn-then-Test, `selection.ltt_select`): per policy and "
+           f"EPS the most aggressive threshold certified on {data['dev']} (disagreements with "
+           f"the last exit / utterances, p-value; none: not even the safest one), its "
+           f"{data['test']} disagreement and share (means over seeds), and over {ltt[0]['splits']} "
+           f"re-splits of the pooled {data['dev']} + {data['test']} utterances how often the "
+           f"held-out disagreement exceeds EPS (mean over seeds; the guarantee holds when it is "
+           f"<= DELTA {o['delta']:g} + {ltt[0]['binomial_bound'] - o['delta']:.3f} of binomial "
+           f"noise in every seed).", ""]
+    out += _table(["policy", "EPS", f"threshold on {data['dev']} (per seed)",
+                   f"{data['test']} disagreement", f"{data['test']} share", "violation rate",
+                   "holds"], rows)
+    best = data["summary"]["target"]["best"]
+    said = [r["guarantees"][0] for r in ltt if r["policy"] == best]
+    return out + ([f"The guarantee as RESULTS.md states it (seed {first_seed}, `{best}`):", ""]
+                  + [f"- {g}" for g in said] + [""] if said else [])
+
+
+def render_targets(data: Optional[Dict[str, Any]]) -> List[str]:
+    if not data or not data["seeds"]:
+        out = _pending("issue 14's targets (policies against the last exit and the oracle, "
+                       "Learn-then-Test)")
+        return out + ([f"Seed {s}: {why}." for s, why in data["missing"].items()] + [""]
+                      if data and data["missing"] else [])
+    seeds = f"seed{'s' * (len(data['seeds']) > 1)} " + ", ".join(str(s) for s in data["seeds"])
+    out = [f"EE from scratch, {seeds}: every policy derived from the all-exits passes of "
+           f"{data['dev']} and {data['test']} on the threshold grids of the FSDD policy study "
+           f"(`egs2/fsdd_digits/asr1/policy_study.py`, whose functions measure it); `learned` "
+           f"fitted on the all-exits pass of {data['fit_set']} without its transcripts."
+           + "".join(f" Seed {s} pending: {why}." for s, why in data["missing"].items()), ""]
+    return out + _target_lines(data) + _gap_lines(data) + _ltt_lines(data)
+
+
 #: the page's generated tables: results file -> its renderer (for the docs generator)
 BLOCKS: Dict[str, Callable[[Optional[Dict[str, Any]]], List[str]]] = {
     "per_exit": render_per_exit, "bootstrap": render_bootstrap, "policies": render_policies,
-    "beam": render_beam, "times": render_times}
+    "beam": render_beam, "times": render_times, "targets": render_targets}
 
 SECTIONS = (
     ("times", "Budget: how far from ESPnet's run"),
@@ -492,6 +602,7 @@ SECTIONS = (
     ("per_exit", "WER at every exit: EE, interCTC, single-exit models (a)-(d)"),
     ("bootstrap", "Which EE vs interCTC differences are real"),
     ("policies", "Exit policies, thresholds chosen on train_dev (e)"),
+    ("targets", "Issue 14's targets: policies with a guarantee (e)"),
 )
 
 
@@ -520,6 +631,10 @@ def get_parser() -> argparse.ArgumentParser:
     c.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.75])
     c.add_argument("--n_resamples", type=int, default=10000)
     c.add_argument("--bootstrap_seed", type=int, default=0)
+    c.add_argument("--data_dir", type=Path, default=None,
+                   help="<set>/text of the sets (default: dump/raw beside --exp_dir)")
+    c.add_argument("--ltt_splits", type=int, default=None,
+                   help="re-splits of the Learn-then-Test check (default: study_targets.OPTIONS)")
     c.add_argument("--out_dir", type=Path, required=True)
     r = sub.add_parser("render", help="<results_dir>/*.json -> one markdown page of every table")
     r.add_argument("--results_dir", type=Path, required=True)
@@ -533,7 +648,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == "collect":
         paths = collect(args.exp_dir, args.seeds, args.single_depths, args.out_dir, args.times,
                         args.commands, args.dev, args.test, args.budgets, args.n_resamples, args.bootstrap_seed,
-                        argv=sys.argv if argv is None else [__file__] + list(argv))
+                        argv=sys.argv if argv is None else [__file__] + list(argv),
+                        data_dir=args.data_dir, target_options=None if args.ltt_splits is None
+                        else {"splits": args.ltt_splits})
         for p in paths.values():
             logging.info("wrote %s", p)
     else:
