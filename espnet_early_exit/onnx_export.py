@@ -27,7 +27,7 @@ metadata (``eee_model_id``), which the runtime compares with ``manifest.json``'s
 ``selected_thresholds.json`` beside the config, ``{}`` if none), ``exit_policy_file``
 (``"exit_policy.json"`` or ``null``: the learned policy's fit, checked against the model's
 exits) and ``quantization`` (``null`` or ``"int8"``: onnxruntime's dynamic quantisation of
-every graph's weights).
+the MatMul weights of every graph; convolutions stay float32, see ``_quantize``).
 
 The TorchScript-based exporter is used (``torch.onnx.export(..., dynamo=False)``; it needs
 only ``onnx``, not ``onnxscript``).
@@ -250,6 +250,13 @@ def _tag_graph(path: Path, model_id: str, name: str) -> None:
     onnx.save(graph, str(path))
 
 
+# The op types that int8 quantises. Only MatMul (every linear layer: attention, feed-forward,
+# heads): onnxruntime runs dynamically quantised convolutions (ConvInteger) on CPU more slowly
+# than float32 ones, and quantising them made the whole LibriSpeech-100 graph about twice as
+# slow as float32 (benchmarks/bench_onnx.py), while MatMul-only int8 is faster than float32.
+QUANTIZED_OPS = ["MatMul"]
+
+
 def _quantize(path: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -258,7 +265,8 @@ def _quantize(path: Path) -> None:
     level = root.level
     root.setLevel(logging.ERROR)  # its advice to run shape inference first, once per graph
     try:
-        quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=QUANTIZED_OPS)
     finally:
         root.setLevel(level)
     tmp.replace(path)

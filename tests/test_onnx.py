@@ -347,6 +347,11 @@ def test_int8_export_cli(model_files, tmp_path, exported):
     assert ort_rt.read_manifest(out)["quantization"] == "int8"
     size = sum(p.stat().st_size for p in out.glob("segment*.onnx"))
     assert size < 0.6 * sum(p.stat().st_size for p in Path(exported).glob("segment*.onnx"))
+    import onnx
+
+    ops = {n.op_type for f in out.glob("*.onnx") for n in onnx.load(str(f)).graph.node}
+    # linear layers quantised, convolutions (slow as ConvInteger on CPU) kept float32
+    assert "MatMulInteger" in ops and "ConvInteger" not in ops and "Conv" in ops
     dec = OnnxEarlyExitSpeech2Text(out, exit_layer=3)
     assert dec(waves()[0]).exit_layer == 3 and set(dec.runs) == {
         "front", "segment1", "segment2", "segment3", "head3"}
