@@ -14,7 +14,8 @@ caller's tie-break. Points without a WER or without a share never fit.
   already collected;
 - :func:`select_threshold`: the same from an experiment dir, as ``(threshold, wer, share)``
   (``make_results --select_threshold``);
-- :func:`best_fixed_exit`: the best fixed exit on one test set within the budget.
+- :func:`best_fixed_exit`: the best fixed exit on one test set within the budget;
+- :func:`cheapest_within_wer`: the other way round, the cheapest point within a WER bound.
 
 The threshold is meant to be chosen on a dev set and then applied to the test sets.
 
@@ -49,6 +50,8 @@ T = TypeVar("T")
 
 #: slack on ``share <= max_share``: a share that equals the budget up to float rounding fits
 BUDGET_TOLERANCE = 1e-12
+#: slack on ``wer <= max_wer`` (WER in %)
+WER_TOLERANCE = 1e-9
 
 
 def fits_budget(share: Optional[float], max_share: float) -> bool:
@@ -138,6 +141,20 @@ def best_fixed_exit(
     return best_within_budget(fixed, max_share, row_wer, _row_share, lambda r: r.exit)
 
 
+def cheapest_within_wer(
+    points: Iterable[T],
+    max_wer: float,
+    wer: Callable[[T], Optional[float]],
+    share: Callable[[T], Optional[float]],
+) -> Optional[T]:
+    """The point with the lowest ``share(p)`` among those with ``wer(p) <= max_wer`` (up to
+    :data:`WER_TOLERANCE`); ties in share go to the lower WER, then to the first point.
+    Returns None when no point with a WER and a share is within the bound."""
+    ok = [p for p in points if wer(p) is not None and share(p) is not None
+          and wer(p) <= max_wer + WER_TOLERANCE]
+    return min(ok, key=lambda p: (share(p), wer(p))) if ok else None
+
+
 # --------------------------------------------------------------------------------------
 # risk-controlled thresholds (Learn-then-Test)
 # --------------------------------------------------------------------------------------
@@ -212,13 +229,20 @@ class RiskSelection:
                 f"utts, {self.n_disagree} disagreements, p = {self.p_value:.3g}): {what} "
                 "(Learn-then-Test, fixed-sequence binomial test)")
 
+    def certificate(self, policy: str, test_set: str) -> Dict[str, object]:
+        """What a results file records of the calibration: its size, disagreements,
+        p-value and :meth:`guarantee`."""
+        return {"n": self.n, "n_disagree": self.n_disagree, "p_value": self.p_value,
+                "guarantee": self.guarantee(policy, test_set)}
+
 
 def ltt_select(
     disagreements: Sequence[Tuple[float, Sequence[bool]]], eps: float, delta: float
 ) -> RiskSelection:
     """Learn-then-Test over ``(threshold, per-utterance disagreement flags)`` given in the
     order safe -> aggressive: the most aggressive threshold whose null "risk > eps" is
-    rejected, testing in that order and stopping at the first one that is not."""
+    rejected, testing in that order and stopping at the first one that is not (the
+    thresholds after it are not even counted)."""
     if not 0.0 < eps < 1.0 or not 0.0 < delta < 1.0:
         raise ValueError(f"risk {eps} and delta {delta} must lie in (0, 1)")
     sizes = {len(flags) for _, flags in disagreements}
@@ -229,8 +253,10 @@ def ltt_select(
     for threshold, flags in disagreements:
         k = int(sum(bool(f) for f in flags))
         tests.append((threshold, k, binomial_tail_pvalue(k, n, eps)))
+        if tests[-1][2] > delta:  # not rejected: the fixed sequence ends here
+            break
     n_ok = fixed_sequence_test([p for _, _, p in tests], delta)
-    out = RiskSelection(None, eps, delta, n, tests=tests[: n_ok + 1])
+    out = RiskSelection(None, eps, delta, n, tests=tests)
     if n_ok:
         out.threshold, out.n_disagree, out.p_value = tests[n_ok - 1]
     return out
