@@ -53,6 +53,24 @@ def test_fixed_sequence_stops_at_the_first_acceptance():
     assert sel.threshold == 0.9 and sel.n_disagree == 0 and len(sel.tests) == 2
 
 
+class _Untouchable(list):
+    """Flags that must not be counted: after the first threshold not rejected."""
+
+    def __iter__(self):
+        raise AssertionError("counted a threshold after the fixed sequence ended")
+
+
+def test_ltt_stops_counting_at_the_first_acceptance():
+    flags = [(0.9, [0] * 100), (0.8, [1] * 50 + [0] * 50), (0.7, _Untouchable([0] * 100))]
+    sel = ltt_select(flags, 0.1, 0.1)
+    assert sel.threshold == 0.9 and [t for t, _, _ in sel.tests] == [0.9, 0.8]
+    cert = sel.certificate("entropy", "dev")
+    assert cert == {"n": 100, "n_disagree": 0, "p_value": sel.p_value,
+                    "guarantee": sel.guarantee("entropy", "dev")}
+    assert ltt_select([(0.9, [1] * 100)], 0.1, 0.1).certificate("entropy", "dev")["n_disagree"] \
+        is None
+
+
 def test_order_is_safe_to_aggressive():
     assert safe_to_aggressive("max_posterior", [0.5, 0.9, 0.7]) == [0.9, 0.7, 0.5]
     assert safe_to_aggressive("entropy", [0.5, 0.1, 0.3]) == [0.1, 0.3, 0.5]

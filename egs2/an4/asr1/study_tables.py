@@ -22,8 +22,9 @@ JSON file per table under ``--out_dir``, each headed by its provenance record
 - ``times.json``: wall time of every part (all tries) and the training budget (epochs,
   parameters) against ESPnet's 200 epochs;
 - ``targets.json``: issue 14's targets on the EE seeds (the best policy against the last exit
-  and the oracle, the gap closed, Learn-then-Test thresholds with their guarantee), measured by
-  the FSDD policy study's functions: :mod:`study_targets` (beside this file).
+  and the oracle, the gap closed, Learn-then-Test thresholds with their guarantee), the FSDD
+  policy study's measures (:mod:`espnet_early_exit.policy_eval`): :mod:`study_targets` (beside
+  this file).
 
 ``render`` writes every table from those files only on one page (:func:`render_study_md`, for
 the study's workdir). :data:`BLOCKS` holds the tables, one function per results file; the docs
@@ -34,6 +35,7 @@ An absent file renders as "pending", never as a number.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import statistics
@@ -67,7 +69,6 @@ STUDY_COMMAND = "AN4=../shared/data/an4 egs2/an4/asr1/study.sh --workdir /tmp/an
 GREEDY_DECODE = "decode_asr_"  # decode dirs of conf/decode_asr.yaml (greedy CTC)
 JOINT_DECODE = "decode_joint_beam10_"  # decode dirs of conf/tuning/decode_joint_beam10.yaml
 FILES = ("per_exit", "bootstrap", "policies", "beam", "times", "targets")
-REPO = Path(__file__).resolve().parents[3]
 
 
 # ----------------------------------------------------------------------------- the experiments
@@ -344,12 +345,11 @@ def collect_times(models: List[Dict[str, Any]], times: Optional[Path],
 
 
 def study_targets():
-    """study_targets.py beside this file, imported as ``egs2.an4.asr1.study_targets`` (it
-    imports the FSDD policy study, ``egs2.fsdd_digits.asr1.policy_study``: the repository
-    root goes on sys.path when this file runs as a script or is loaded by path)."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    from egs2.an4.asr1 import study_targets as module
+    """study_targets.py beside this file (``collect`` only): its sibling module when this file
+    is ``egs2.an4.asr1.study_tables``, else (run as a script) from this file's folder."""
+    if __package__:
+        return importlib.import_module(f"{__package__}.study_targets")
+    import study_targets as module
     return module
 
 
@@ -585,7 +585,7 @@ def render_targets(data: Optional[Dict[str, Any]]) -> List[str]:
     seeds = f"seed{'s' * (len(data['seeds']) > 1)} " + ", ".join(str(s) for s in data["seeds"])
     out = [f"EE from scratch, {seeds}: every policy derived from the all-exits passes of "
            f"{data['dev']} and {data['test']} on the threshold grids of the FSDD policy study "
-           f"(`egs2/fsdd_digits/asr1/policy_study.py`, whose functions measure it); `learned` "
+           f"(`espnet_early_exit/policy_eval.py`, its measures); `learned` "
            f"fitted on the all-exits pass of {data['fit_set']} without its transcripts."
            + "".join(f" Seed {s} pending: {why}." for s, why in data["missing"].items()), ""]
     return out + _target_lines(data) + _gap_lines(data) + _ltt_lines(data)

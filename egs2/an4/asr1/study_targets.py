@@ -5,10 +5,10 @@ For every EE-from-scratch seed that has its greedy all-exits passes of ``train_d
 beside the model (``exit_policy.json``: study.sh's part ``policies`` fits it with
 ``python -m espnet_early_exit.bin.fit_exit_policy`` on the all-exits pass of
 :data:`FIT_SET`, a fixed subset of the training audio, reading no transcript; neither
-``train_dev`` nor ``test``), the measures of the FSDD policy study, computed by its functions
-(``egs2/fsdd_digits/asr1/policy_study.py``, their one home): every policy of :data:`SPECS`
-derived from the passes on that study's fixed threshold grids (the decoder's own rule, no
-decoding), thresholds chosen on ``train_dev``, reported on ``test``:
+``train_dev`` nor ``test``), the measures of the FSDD policy study
+(:func:`espnet_early_exit.policy_eval.measure`, their one home): every policy of :data:`SPECS`
+derived from the passes on its fixed threshold grids (the decoder's own rule, no decoding),
+thresholds chosen on ``train_dev``, reported on ``test``:
 
 - ``target_wer``: per policy the cheapest ``train_dev`` threshold within ``wer_factor`` x the
   last exit's ``train_dev`` WER, its ``test`` WER relative to the last exit's and its ``test``
@@ -31,15 +31,9 @@ import statistics
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
-
-from egs2.fsdd_digits.asr1 import policy_study as ps
+from espnet_early_exit import policy_eval as pe
 from espnet_early_exit.derive import load_all_exits
 from espnet_early_exit.exit_classifier import DEFAULT_NAME
-from espnet_early_exit.fileio import read_table
-from espnet_early_exit.policies import get_policy
-from espnet_early_exit.results import load_exit_costs
-from espnet_early_exit.selection import safe_to_aggressive
 
 #: the untranscribed set the ``learned`` policy is fitted on (study.sh's ``fit_set``)
 FIT_SET = "train_nodev_fit"
@@ -78,51 +72,21 @@ def missing_input(exp: Path, decode_prefix: str, data_dir: Path, sets: Sequence[
     return None
 
 
-def _certificate(label: str, name: str, chosen: Dict[float, np.ndarray], s: "ps.SetScores",
-                 eps: float, delta: float, set_name: str) -> Dict[str, Any]:
-    """The train_dev calibration of one policy at ``eps`` and the guarantee it states."""
-    order = safe_to_aggressive(name, chosen)
-    flags = np.array([s.disagree[chosen[t], np.arange(len(s.utts))] for t in order])
-    sel = ps.ltt_pick(order, flags, eps, delta)
-    return {"n": sel.n, "n_disagree": sel.n_disagree, "p_value": sel.p_value,
-            "guarantee": sel.guarantee(label, set_name)}
-
-
 def seed_measures(exp: Path, decode: Path, data_dir: Path, dev: str, test: str,
                   opts: Dict[str, Any]) -> Dict[str, Any]:
-    """The FSDD policy study's measures of one EE model (its functions; sets dev and test)."""
-    names = {"dev": dev, "test": test}
-    shares = {k: c["share"] for k, c in load_exit_costs(exp).items()}
-    refs = {r: read_table(data_dir / n / "text", duplicates="last") for r, n in names.items()}
-    sets = {r: ps.load_set(r, decode / n, refs[r], shares) for r, n in names.items()}
-    for r, s in sets.items():
-        ps.check_corpus_wer(s, refs[r])
-    policies, chosen = {}, {}
-    for label, name, options in SPECS:
-        options = dict(options, model=str(exp / DEFAULT_NAME)) if name == "learned" else options
-        policy = get_policy(name, **options)
-        policy.prepare(None, sets["dev"].exits)
-        grid = ps.threshold_grid(name)
-        chosen[label] = {r: ps.exit_indices(s, policy, grid) for r, s in sets.items()}
-        policies[label] = {"policy": name, "options": options,
-                           "curves": {r: ps.curve(sets[r], c) for r, c in chosen[label].items()}}
-    fixed = {r: ps.fixed_points(s) for r, s in sets.items()}
-    oracle = {r: {"point": ps.oracle_point(s, refs[r])} for r, s in sets.items()}
-    for r, o in oracle.items():
-        o["curve"] = ps.oracle_curve(sets[r], o["point"])
-    ltt = []
-    for label, name, _ in SPECS:
-        rows = ps.ltt_study(label, name, chosen[label], sets, opts["eps"], opts["delta"],
-                            opts["splits"], opts["seed"])
-        ltt += [dict(row, **_certificate(label, name, chosen[label]["dev"], sets["dev"],
-                                         row["eps"], opts["delta"], dev)) for row in rows]
+    """The FSDD policy study's measures of one EE model (sets dev and test; ``learned``: the
+    fit beside the model, on :data:`FIT_SET`), each LTT row with its dev certificate."""
+    sets = pe.load_sets(exp, decode, data_dir, (dev, test))
+    fit = str(exp / DEFAULT_NAME)
+    specs = [pe.PolicySpec(label, name, options, *((FIT_SET, fit) if name == "learned" else ()))
+             for label, name, options in SPECS]
+    m = pe.measure(sets[dev], sets[test], specs, opts)
     return {"exp": exp.name, "decode": decode.name,
-            "n_utt": {n: len(sets[r].utts) for r, n in names.items()},
-            "fixed": {n: fixed[r] for r, n in names.items()},
-            "oracle": {n: oracle[r]["point"] for r, n in names.items()},
-            "target_wer": ps.target_wer(policies, fixed, opts["wer_factor"], opts["max_rel"],
-                                        opts["max_share"]),
-            "gap": ps.gap_closed(policies, oracle, opts["gap_target"]), "ltt": ltt}
+            "n_utt": {n: len(s.utts) for n, s in sets.items()},
+            "fixed": {dev: m["fixed"]["dev"], test: m["fixed"]["test"]},
+            "oracle": {dev: m["oracle"]["dev"]["point"], test: m["oracle"]["test"]["point"]},
+            "target_wer": m["target_wer"], "gap": m["gap"],
+            "ltt": [dict(row, **sel.certificate(row["policy"], dev)) for row, sel in m["ltt"]]}
 
 
 # ----------------------------------------------------------------------------- over seeds
