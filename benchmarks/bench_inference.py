@@ -29,7 +29,8 @@ What is measured:
 2. Per exit k: encoder time to k (``encode_begin`` + ``encode_to(k)``) / full-encoder time,
    next to the FLOPs share of k; ok when time share <= 1.1 * FLOPs share + 0.05.
 3. Policy overhead at exit 6: end-to-end greedy-CTC decode with ``entropy`` /
-   ``max_posterior`` (and ``nbest_posterior``) accepting at exit 6 vs ``fixed`` exit 6.
+   ``max_posterior`` (and ``nbest_posterior``, ``agreement``, ``learned``) accepting at exit 6
+   vs ``fixed`` exit 6.
    With random weights every exit is equally unsure, so these runs use a copy of the model
    whose exit-6 CTC head weights are scaled by --peaky (x8) to make its posteriors peakier
    than exits 2 and 4 (the fixed-exit baseline of this comparison uses the same copy); each
@@ -42,6 +43,18 @@ What is measured:
    and the same policies with --frame_stride 4
    (confidence from every 4th frame, see
    policies.py), which cuts that head cost at the evaluated exits.
+   ``agreement`` and ``learned`` read the trace of the exits evaluated so far (exit_trace.py:
+   per exit the frame statistics, the greedy CTC hypothesis and its token edit distance to the
+   previous exit's). With random weights nearly every frame carries a token, and the edit
+   distances of such hypotheses (as long as the input) would cost far more than on real
+   speech; so these two run on another copy of the model whose CTC heads get a blank bias
+   leaving --trace_rate of the frames non-blank (hypotheses of a plausible length), with a
+   fixed exit 6 on that copy as their baseline. ``agreement``: patience 2 (the exits before
+   6), max_edits the larger edit distance of exits 4 and 6 to the exit before (the cost of an
+   evaluated exit does not depend on either); ``learned``: an ``exit_policy.json`` beside
+   that copy's model file, loaded by name as the decoder loads it, whose per-exit logistic
+   models give 0.02 at exits 2 and 4 and 0.98 from exit 6 on, threshold 0.5. Every policy
+   row is checked to evaluate exits 2, 4, 6 and accept at 6.
 4. Exit 6 vs ESPnet's stock ``Speech2Text`` on the same weights (the stock model: ESPnet's
    ``conformer`` encoder + ``espnet`` model for conv2d; for conv1d4, which stock ESPnet lacks,
    the single-exit ee model, i.e. the same blocks run without any exit): stock runs the full
@@ -60,6 +73,7 @@ import argparse
 import atexit
 import copy
 import logging
+import math
 import os
 import re
 import shutil
@@ -80,6 +94,7 @@ EE_ONLY_KEYS = ("encoder.exit_norms.", "exit_ctc_heads.", "exit_att_decoders.")
 DEFAULT_VARIANTS = ["conv2d_rank64", "conv2d", "conv1d4_rank64", "conv2d_vocab256"]
 VARIANT = re.compile(r"(conv2d|conv1d4)(?:_rank(\d+))?(?:_vocab(\d+))?")
 K = 6  # the exit the policies accept at and the fixed decode stops at
+LEARNED_P = (0.02, 0.98)  # the learned policy's probability before exit K, from K on
 # --quick: the same blocks and exits, narrow (checks the script, not the numbers)
 QUICK_SIZES = {"encoder_conf": {"output_size": 32, "attention_heads": 2, "linear_units": 64},
                "decoder_conf": {"attention_heads": 2, "linear_units": 64, "num_blocks": 1}}
@@ -207,9 +222,30 @@ def torch_stats(fn):
     return run
 
 
-def build_models(variant: dict, opts, work: Path):
-    """The EE model, its copy with a peaky exit-6 head, and the stock model on the same
-    weights, saved for the decoders. Returns (model, stock_model, {name: (config, weights)})."""
+def head_output_layer(model, k: int) -> torch.nn.Linear:
+    """The vocabulary projection of exit k's CTC head (the last layer of a rank-R head)."""
+    lo = model.ctc_at(k).ctc_lo
+    return lo[-1] if isinstance(lo, torch.nn.Sequential) else lo
+
+
+@torch.no_grad()
+def blank_biased(model, wave: np.ndarray, rate: float):
+    """A copy of ``model`` whose CTC heads get a blank bias (blank = 0) that leaves about
+    ``rate`` of the frames of ``wave`` non-blank at every exit."""
+    out = copy.deepcopy(model)
+    state = out.encode_begin(torch.from_numpy(wave)[None], torch.tensor([wave.size]))
+    for k in out.exit_layers:
+        state, enc, olens = out.encode_to(state, k)
+        z = out.ctc_at(k).ctc_lo(enc)[0, : int(olens[0])]
+        gap = z[:, 1:].max(-1).values - z[:, 0]  # best token's logit over blank's, per frame
+        head_output_layer(out, k).bias[0] += torch.quantile(gap, 1 - rate)
+    return out
+
+
+def build_models(variant: dict, opts, work: Path, wave: np.ndarray):
+    """The EE model, its copy with a peaky exit-6 head, its copy with blank-biased heads
+    (blank_biased) and the stock model on the same weights, saved for the decoders.
+    Returns (model, stock_model, {name: (config, weights)})."""
     from espnet_early_exit.task import EarlyExitASRTask
 
     ee_args = build_args(variant, True, work, opts.quick)
@@ -217,10 +253,10 @@ def build_models(variant: dict, opts, work: Path):
     files = {"ee": save(model, ee_args, work, "ee")}
     peaky = copy.deepcopy(model)
     with torch.no_grad():
-        lo = peaky.ctc_at(K).ctc_lo
-        (lo[-1] if isinstance(lo, torch.nn.Sequential) else lo).weight.mul_(opts.peaky)
+        head_output_layer(peaky, K).weight.mul_(opts.peaky)
     files["peaky"] = save(peaky, ee_args, work, "ee_peaky")
     del peaky
+    files["trace"] = save(blank_biased(model, wave, opts.trace_rate), ee_args, work, "ee_trace")
     stock_args = build_args(variant, False, work, opts.quick)
     stock_model = EarlyExitASRTask.build_model(stock_args).eval()
     stock_state = {
@@ -261,11 +297,58 @@ def build_policies(peaky_files, exits, wave, opts, greedy):
             if th is None:
                 continue
             decoders[label] = EarlyExitSpeech2Text(*peaky_files, exit_threshold=th, **kw)
-            chosen = decoders[label](wave)[0].exit_layer
-            assert chosen == K, f"{label} accepted at {chosen}, not {K}"
+            info[label].update(check_accepts_at_k(label, decoders[label], wave, exits))
             if stride == 1 and name != "nbest_posterior" and kernel_loaded():
                 info[f"{name}, torch ops"] = dict(info[label], frame_stats="torch")
                 decoders[f"{name}, torch ops"] = decoders[label]
+    return decoders, info
+
+
+def check_accepts_at_k(label, decoder, wave, exits) -> dict:
+    """AssertionError unless ``decoder`` evaluates exactly the exits up to K and accepts at K;
+    returns what it did (the results' "evaluated" exits and the "accepted" one)."""
+    result = decoder(wave)[0]
+    evaluated = sorted(result.confidences)
+    expected = [k for k in exits if k <= K]
+    assert result.exit_layer == K and evaluated == expected, (
+        f"{label} evaluated exits {evaluated} and accepted at {result.exit_layer}, "
+        f"not {expected} and {K}")
+    return {"evaluated": evaluated, "accepted": result.exit_layer}
+
+
+def build_trace_policies(trace_files, exits, wave, greedy):
+    """``agreement`` and ``learned`` on the blank-biased copy, set so that they accept at
+    exit K (see the module docstring); the learned policy's ``exit_policy.json`` is written
+    beside that copy's model file. Returns ({label: decoder}, {label: what it is})."""
+    from espnet_early_exit.exit_classifier import DEFAULT_NAME, INPUTS, ExitClassifier, \
+        LogisticModel
+    from espnet_early_exit.inference import EarlyExitSpeech2Text
+
+    def constant(p):  # P = p whatever the inputs (INPUTS and the agrees-with-previous flag)
+        n = len(INPUTS) + 1
+        return LogisticModel(np.zeros(n), np.ones(n), np.zeros(n), math.log(p / (1 - p)))
+
+    models = {k: constant(LEARNED_P[1] if k >= K else LEARNED_P[0]) for k in exits[:-1]}
+    ExitClassifier(models, {"fitted_on": "bench_inference.py: constant per exit"}).save(
+        Path(trace_files[1]).parent / DEFAULT_NAME)
+    probe = EarlyExitSpeech2Text(*trace_files, exit_policy="agreement", **greedy)
+    by_exit = probe.decode_all_exits(wave)
+    views = {k: by_exit[k][0].features for k in exits if k <= K}
+    # patience: the exits before K; max_edits: the larger distance of those after the first
+    settings = {
+        "agreement": dict(exit_threshold=float(len(views) - 1), exit_policy_conf={
+            "max_edits": max(int(views[k]["edits_prev"]) for k in list(views)[1:])}),
+        "learned": dict(exit_threshold=0.5),
+    }
+    decoders, info = {}, {}
+    for name, kw in settings.items():
+        decoders[name] = EarlyExitSpeech2Text(*trace_files, exit_policy=name, **kw, **greedy)
+        confs = decoders[name].decode_all_exits(wave)[K][0].confidences
+        info[name] = {"policy": name, "stride": 1, "frame_stats": "default", "model": "trace",
+                      "threshold": kw["exit_threshold"], **kw.get("exit_policy_conf", {}),
+                      "confidences": {str(k): float(c) for k, c in confs.items()},
+                      "hyp_len": {str(k): int(v["hyp_len"]) for k, v in views.items()},
+                      **check_accepts_at_k(name, decoders[name], wave, exits)}
     return decoders, info
 
 
@@ -276,9 +359,9 @@ def build_bench(variant: dict, opts, work: Path) -> SimpleNamespace:
     from espnet_early_exit.inference import EarlyExitSpeech2Text
 
     torch.manual_seed(opts.seed)
-    model, stock_model, files = build_models(variant, opts, work)
     n = int(opts.seconds * 16000)
     wave = (0.1 * np.random.default_rng(opts.seed).standard_normal(n)).astype(np.float32)
+    model, stock_model, files = build_models(variant, opts, work, wave)
     costs = exit_costs(model, seconds=opts.seconds)  # FLOPs counted on the CPU
     exits = model.exit_layers
     model.to(DEVICE)
@@ -287,6 +370,9 @@ def build_bench(variant: dict, opts, work: Path) -> SimpleNamespace:
     greedy = dict(common, beam_size=1, ctc_weight=1.0)
     att = dict(common, beam_size=10, ctc_weight=0.3, maxlenratio=-float(opts.maxlen))
     policies, thresholds = build_policies(files["peaky"], exits, wave, opts, greedy)
+    trace_policies, trace_info = build_trace_policies(files["trace"], exits, wave, greedy)
+    policies.update(trace_policies)
+    thresholds.update(trace_info)
     logging.getLogger().setLevel(logging.ERROR)
     return SimpleNamespace(
         variant=variant, model=model, stock_model=stock_model, wave=wave, costs=costs,
@@ -294,6 +380,7 @@ def build_bench(variant: dict, opts, work: Path) -> SimpleNamespace:
         lengths=torch.tensor([n], device=DEVICE), policies=policies, thresholds=thresholds,
         fixed=EarlyExitSpeech2Text(*files["ee"], exit_layer=K, **greedy),
         fixed_pk=EarlyExitSpeech2Text(*files["peaky"], exit_layer=K, **greedy),
+        fixed_tr=EarlyExitSpeech2Text(*files["trace"], exit_layer=K, **greedy),
         ours_att=EarlyExitSpeech2Text(*files["ee"], exit_layer=K, **att),
         stock_greedy=Speech2Text(*files["stock"], maxlenratio=-float(opts.maxlen), **greedy),
         stock_att=Speech2Text(*files["stock"], **att),
@@ -338,12 +425,14 @@ def measure(b, opts) -> dict:
 
     items = {f"enc{k}": enc_to(k) for k in [0] + b.exits}
     items.update(fixed=lambda: b.fixed(wave), fixed_peaky=lambda: b.fixed_pk(wave),
+                 fixed_trace=lambda: b.fixed_tr(wave),
                  stock_enc_argmax=stock_enc_argmax, stock_greedy=lambda: b.stock_greedy(wave),
                  ours_att=lambda: b.ours_att(wave), stock_att=lambda: b.stock_att(wave))
-    base = items["fixed_peaky"]
     pairs = {}
     for label, s2t in b.policies.items():
         fn = (lambda s: (lambda: s(wave)))(s2t)
+        base = items["fixed_trace" if b.thresholds[label].get("model") == "trace" else
+                     "fixed_peaky"]
         pairs[label] = (torch_stats(base), torch_stats(fn)) if "torch ops" in label else (base, fn)
     load_before = os.getloadavg()[0]
     med = run_interleaved(items, opts.repeats)
@@ -355,7 +444,8 @@ def measure(b, opts) -> dict:
         "encoder": [{"exit": k, "time_ms": med[f"enc{k}"] * 1000,
                      "time_share": med[f"enc{k}"] / full} for k in b.exits],
         **{f"{name}_ms": med[name] * 1000 for name in
-           ("fixed", "fixed_peaky", "stock_enc_argmax", "stock_greedy", "ours_att", "stock_att")},
+           ("fixed", "fixed_peaky", "fixed_trace", "stock_enc_argmax", "stock_greedy",
+            "ours_att", "stock_att")},
         "speedup_vs_stock_encoder": med["stock_enc_argmax"] / med["fixed"],
         "speedup_vs_stock_search": med["stock_greedy"] / med["fixed"],
         "speedup_att": med["stock_att"] / med["ours_att"],
@@ -396,8 +486,19 @@ def report(v: dict, run: dict, opts) -> list:
         if o is None:
             out.append(f"| {label} | - | {cs} | - | no threshold accepts exactly at {K} | |")
             continue
-        out.append(f"| {label} | {t['threshold']:.4f} | {cs} | {o['time_ms']:.0f} | "
+        th = f"{t['threshold']:.4f}" + (f", max_edits {t['max_edits']}" if "max_edits" in t else "")
+        out.append(f"| {label} | {th} | {cs} | {o['time_ms']:.0f} | "
                    f"{o['median'] * 100:+.1f}% | {o['q1'] * 100:+.1f} / {o['q3'] * 100:+.1f}% |")
+    checked = [lab for lab, t in v["thresholds"].items() if t.get("accepted") == K]
+    out.append(f"checked: {', '.join(checked)} evaluated exits "
+               f"{', '.join(str(k) for k in exits if k <= K)} and accepted at {K}")
+    trace = [lab for lab, t in v["thresholds"].items() if t.get("model") == "trace"]
+    if trace:
+        lens = v["thresholds"][trace[0]]["hyp_len"]
+        lens = "/".join(str(lens[str(k)]) for k in exits if k <= K)
+        out.append(f"{', '.join(trace)}: on the blank-biased copy (greedy hypotheses of {lens} "
+                   f"tokens at exits <= {K}), against its fixed exit {K} "
+                   f"({run['fixed_trace_ms']:.0f} ms)")
     out += [f"frame statistics: {v['frame_stats']} ('torch ops' rows: the same decodes without "
             "the kernel)", "", f"Exit {K} of {exits[-1]} vs stock ESPnet on the same weights "
             f"(FLOPs share {flops[K]['share']:.3f}, 1/share {v['flops_bound']:.2f}):",
@@ -432,6 +533,9 @@ def get_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--maxlen", type=int, default=30, help="token cap of every beam search")
     ap.add_argument("--peaky", type=float, default=8.0, help="scale of exit 6's CTC head")
+    ap.add_argument("--trace_rate", type=float, default=0.14,
+                    help="share of non-blank frames of the agreement/learned runs' model "
+                         "(0.14: 3.5 tokens a second at 4x subsampling)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--frame_stride", type=int, default=4,
                     help="also time entropy/max_posterior estimated from every n-th frame")
@@ -465,7 +569,7 @@ def main(argv=None):
     results = []
     for variant in variants:
         work = Path(tempfile.mkdtemp(prefix="bench_ee_"))
-        atexit.register(shutil.rmtree, work, True)  # the saved models: ~0.4 GB per variant
+        atexit.register(shutil.rmtree, work, True)  # the saved models: ~0.6 GB per variant
         bench = build_bench(variant, opts, work)
         results.append(describe_bench(bench))
         for _ in range(opts.runs):
@@ -476,7 +580,7 @@ def main(argv=None):
     if opts.results:
         options = {k: getattr(opts, k) for k in (
             "runs", "threads", "repeats", "overhead_rounds", "seconds", "maxlen", "peaky", "seed",
-            "frame_stride", "device", "timer", "quick")}
+            "trace_rate", "frame_stride", "device", "timer", "quick")}
         provenance.write_results(opts.results, {**head, "config": str(CONFIG.relative_to(REPO)),
                                                 "options": options, "variants": results})
         print(f"results: {opts.results}")

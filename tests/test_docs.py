@@ -55,7 +55,8 @@ def inference_fixture() -> dict:
               threshold("entropy", stats="torch"), "entropy stride 4": threshold("entropy", 4),
               "max_posterior": threshold("max_posterior"),
               "max_posterior stride 4": threshold("max_posterior", 4),
-              "nbest_posterior": dict(threshold("nbest_posterior"), threshold=None)}
+              "nbest_posterior": dict(threshold("nbest_posterior"), threshold=None),
+              "agreement": threshold("agreement"), "learned": threshold("learned")}
 
     def run(scale):
         return {"fixed_ms": 92 * scale, "stock_enc_argmax_ms": 138 * scale,
@@ -166,6 +167,8 @@ def test_every_block_renders_from_fixtures_and_check_catches_changes(site, capsy
     readme = (site / "README.md").read_text(encoding="utf-8")
     assert "| `exit_head_rank: 64`, `exit_head_memory: eager` | 1.037 | 1.070 |" in readme
     assert "| +3.5 to +4.6% |" in readme  # a range over the runs
+    assert "| `nbest_posterior` | `agreement` | `learned` | FLOPs floor" in readme
+    assert "vocabulary 5000 | +3.5 to +4.6% | +3.5 to +4.6% | - | +3.5 to +4.6% | +3.5 to" in readme
     assert "python benchmarks/x.py --results docs/results/bench/x.json" in readme
     assert "34.0 M parameters + 6.5 M" in readme
     assert "| 4 | 1.000 | 400 | 440 | 800 | 1.10x | no | 1.000 | yes |" in readme  # onnx speed

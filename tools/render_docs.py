@@ -174,9 +174,12 @@ def inference_method(res: Results) -> str:
 
 def policy_overhead(res: Results) -> str:
     """Per model variant: each policy's overhead over the fixed exit (range over the runs), with
-    the frame-stride and torch-ops versions as rows of their own, next to the FLOPs floor."""
+    the frame-stride and torch-ops versions as rows of their own, next to the FLOPs floor.
+    ``agreement`` and ``learned`` get a column where the results file has them."""
     data = res(INFERENCE)
-    policies = ["entropy", "max_posterior", "nbest_posterior"]
+    policies = ["entropy", "max_posterior", "nbest_posterior"] + [
+        p for p in ("agreement", "learned")
+        if any(t["policy"] == p for v in data["variants"] for t in v["thresholds"].values())]
     kinds = [("", 1, "default"), (", `--exit_policy_frame_stride {s}` (approximate)", None,
                                   "default"), (", frame statistics by torch ops (no C kernel)", 1,
                                                "torch")]
@@ -197,7 +200,7 @@ def policy_overhead(res: Results) -> str:
                 continue
             floor = f"{v['flops_floor'] * 100:.1f}%" if not suffix else ""
             rows.append([_variant_label(v) + suffix.format(s=stride_seen), *cells, floor])
-    return "\n".join(table(["exit heads", "`entropy`", "`max_posterior`", "`nbest_posterior`",
+    return "\n".join(table(["exit heads", *(f"`{p}`" for p in policies),
                             "FLOPs floor (heads of the exits passed)"], rows)
                      + ["", provenance_line(data)])
 
