@@ -399,7 +399,7 @@ def load(results_dir: Path, name: str) -> Optional[Dict[str, Any]]:
 
 
 def _pending(what: str) -> List[str]:
-    return [f"*Pending: {what} (the study has not run yet; `{STUDY_COMMAND}` writes it).*", ""]
+    return [f"*Pending: {what} (not measured yet: the study is run in parts and has not reached this one; `{STUDY_COMMAND}` goes on where it stopped).*", ""]
 
 
 def _mean_cell(s: Optional[Dict[str, Any]]) -> str:
