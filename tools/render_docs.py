@@ -466,7 +466,7 @@ AN4_TABLES = REPO / "egs2" / "an4" / "asr1" / "study_tables.py"
 
 
 def an4_table(res: Results, table: str) -> str:
-    """One table of the AN4 study: per_exit, bootstrap, policies, beam or times."""
+    """One table of the AN4 study: per_exit, bootstrap, policies, targets, beam or times."""
     module = _study_tables(AN4_TABLES)
     name = f"an4/{table}.json"
     data = res(name) if (res.root / name).is_file() else None

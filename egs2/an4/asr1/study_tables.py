@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import statistics
 import sys
